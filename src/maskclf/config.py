@@ -129,12 +129,25 @@ class Config(_Section):
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+def _valid_keys(loc: tuple) -> list[str]:
+    """Field names of the section that holds the key at `loc` (for 'unknown key' messages)."""
+    model: type[BaseModel] = Config
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return list(model.model_fields)
+
+
 def _format_error(err: ValidationError, source: str) -> str:
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
-            lines.append(f"unknown key '{key}'")
+            valid = _valid_keys(e["loc"])
+            lines.append(f"unknown key '{key}'" + (f" (valid keys here: {', '.join(valid)})" if valid else ""))
         else:
             lines.append(f"'{key}': {e['msg']} (got {e.get('input')!r})")
     return f"invalid config ({source}): " + "; ".join(lines)

@@ -1,0 +1,42 @@
+"""Shared CLI plumbing: config options, example epilogs, user-facing error handling."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from maskclf.config import Config, ConfigError, load_config
+from maskclf.dataset import DataError
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", action="append", default=[], metavar="YAML",
+                   help="YAML file with config changes (repeatable, applied in order)")
+    p.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config value, e.g. --set train.epochs=3 (repeatable)")
+
+
+def config_from(args: argparse.Namespace, data_root=None) -> Config:
+    """Defaults <- --config files <- --set overrides; DATA_DIR on the command line sets data.root."""
+    cfg = load_config(args.config, args.overrides)
+    if data_root is not None:
+        cfg.data.root = data_root
+    return cfg
+
+
+def subparser(sub, name: str, help: str, example: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help, description=help, epilog=f"example:\n  {example}",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run a subcommand; user errors become one clear line on stderr and exit code 2."""
+    try:
+        rc = args.func(args)
+    except (ConfigError, DataError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)

@@ -1,0 +1,51 @@
+"""Assemble the labelled training records a config asks for: scan, label fixes, extra folders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from maskclf.config import DataCfg
+from maskclf.dataset import DataError, Problem, Record, scan_train
+from maskclf.labels import AgeBounds
+from maskclf.overrides import applies, apply_fixes, load_fixes
+
+
+@dataclass
+class TrainData:
+    root: Path
+    records: list[Record]  # main folder, label fixes applied
+    extra: dict[Path, list[Record]] = field(default_factory=dict)  # extra folders (train-only people)
+    problems: list[Problem] = field(default_factory=list)
+    fixes: dict[str, int] = field(default_factory=dict)
+    fixes_note: str = ""
+
+
+def bounds_of(data: DataCfg) -> AgeBounds:
+    return AgeBounds(*data.age_bounds)
+
+
+def load_train(data: DataCfg, root: Path | None = None) -> TrainData:
+    """Scan the main train folder (+ `data.extra`), apply label fixes, and refuse fatal problems."""
+    root = Path(root or data.root or "")
+    if not str(root) or not root.exists():
+        raise DataError(f"data folder not found: '{root}' (pass DATA_DIR or set data.root)")
+    bounds = bounds_of(data)
+    scan = scan_train(root, bounds)
+    if scan.fatal:
+        errs = [str(p) for p in scan.problems if p.fatal]
+        raise DataError(f"{root}: {len(errs)} fatal problem(s), run `maskclf check {root}`:\n  " + "\n  ".join(errs[:10]))
+    fixes = load_fixes(data.label_fixes)
+    _, note = applies(fixes, scan.records)
+    records, touched = apply_fixes(scan.records, fixes, bounds)
+    out = TrainData(root=root, records=records, problems=list(scan.problems), fixes=touched, fixes_note=note)
+    for extra_root in data.extra:
+        extra_scan = scan_train(Path(extra_root), bounds)
+        if extra_scan.fatal:
+            raise DataError(f"extra data {extra_root}: fatal problems, run `maskclf check {extra_root}`")
+        clash = {r.person for r in extra_scan.records} & {r.person for r in records}
+        if clash:
+            raise DataError(f"extra data {extra_root}: person ids also in {root}: {sorted(clash)[:5]}")
+        out.extra[Path(extra_root)] = extra_scan.records
+        out.problems += extra_scan.problems
+    return out
