@@ -32,13 +32,16 @@ class AgeBounds:
             raise ValueError(f"age bounds must satisfy 0 < young < old, got young={self.young}, old={self.old}")
 
     def group(self, age: float) -> int:
+        """Age group (0, 1 or 2) of one age."""
         return 0 if age < self.young else (1 if age < self.old else 2)
 
     def groups(self, ages: np.ndarray) -> np.ndarray:
+        """Age groups of an array of ages (same rule as :meth:`group`)."""
         ages = np.asarray(ages, dtype=np.float64)
         return (ages >= self.young).astype(np.int64) + (ages >= self.old).astype(np.int64)
 
     def names(self) -> tuple[str, str, str]:
+        """Display names of the three groups, e.g. ('<30', '30-59', '>=60')."""
         return (f"<{self.young}", f"{self.young}-{self.old - 1}", f">={self.old}")
 
 
@@ -53,11 +56,13 @@ def decode(cls):
 
 
 def class_names(bounds: AgeBounds = AgeBounds()) -> list[str]:
+    """The 18 class names in class order, e.g. 'wear/male/<30'."""
     ages = bounds.names()
     return [f"{MASK_NAMES[m]}/{GENDER_NAMES[g]}/{ages[a]}" for m in range(3) for g in range(2) for a in range(3)]
 
 
 def attribute_names(bounds: AgeBounds = AgeBounds()) -> dict[str, tuple[str, ...]]:
+    """Value names of each attribute head."""
     return {"mask": MASK_NAMES, "gender": GENDER_NAMES, "age": bounds.names()}
 
 
