@@ -5,8 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+import re
+
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads exponent floats without a dot (3e-4) as floats, as YAML 1.2 does."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
 
 
 class ConfigError(ValueError):
@@ -41,6 +52,12 @@ class DataCfg(_Section):
         if not 0 < v[0] < v[1]:
             raise ValueError(f"need 0 < young < old, got {list(v)}")
         return v
+
+    @model_validator(mode="after")
+    def _fold(self) -> "DataCfg":
+        if self.fold is not None and not 0 <= self.fold < self.folds:
+            raise ValueError(f"fold must be in 0..{self.folds - 1} (folds={self.folds}), got {self.fold}")
+        return self
 
 
 class PrepareCfg(_Section):
@@ -99,12 +116,13 @@ class TrainCfg(_Section):
     workers: int = Field(0, ge=0)
     time_budget_min: float | None = None  # stop after the epoch that crosses this wall-clock budget
 
-    @model_validator(mode="after")
-    def _heads(self) -> "TrainCfg":
-        bad = sorted(set(self.head_losses) - {"mask", "gender", "age"})
+    @field_validator("head_losses")
+    @classmethod
+    def _heads(cls, v: dict[str, NamedCfg]) -> dict[str, NamedCfg]:
+        bad = sorted(set(v) - {"mask", "gender", "age"})
         if bad:
-            raise ValueError(f"head_losses keys must be mask/gender/age, got {bad}")
-        return self
+            raise ValueError(f"keys must be mask/gender/age, got {bad}")
+        return v
 
 
 class RunCfg(_Section):
@@ -149,14 +167,18 @@ def _format_error(err: ValidationError, source: str) -> str:
             valid = _valid_keys(e["loc"])
             lines.append(f"unknown key '{key}'" + (f" (valid keys here: {', '.join(valid)})" if valid else ""))
         else:
-            lines.append(f"'{key}': {e['msg']} (got {e.get('input')!r})")
+            got = e.get("input")
+            lines.append(f"'{key}': {e['msg']}" + ("" if isinstance(got, dict) else f" (got {got!r})"))
     return f"invalid config ({source}): " + "; ".join(lines)
 
 
 def _merge(base: dict, changes: dict) -> dict:
+    """Deep-merge `changes` into `base`; choosing a different `name` for a `{name, params}` section drops its old params."""
     out = dict(base)
+    if "params" in out and "name" in changes and changes["name"] != out.get("name"):
+        out["params"] = {}  # the old choice's params rarely fit the new one
     for k, v in changes.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("params", "head_weights"):
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
             out[k] = _merge(out[k], v)
         else:
             out[k] = v
@@ -172,24 +194,21 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not parts:
         raise ConfigError(f"override '{text}' has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=_Loader) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"override '{text}': value is not valid YAML ({exc})") from exc
     return parts, value
 
 
-def _set_path(tree: dict, parts: list[str], value: Any) -> None:
-    node = tree
-    for p in parts[:-1]:
-        nxt = node.get(p)
-        if not isinstance(nxt, dict):
-            nxt = {}
-            node[p] = nxt
-        node = nxt
-    node[parts[-1]] = value
+def _nest(parts: list[str], value: Any) -> dict:
+    """(['a', 'b'], v) -> {'a': {'b': v}}."""
+    for p in reversed(parts):
+        value = {p: value}
+    return value
 
 
 def validate(tree: dict, source: str = "config") -> Config:
+    """Build a Config from a plain dict; ConfigError names every bad key and `source`."""
     try:
         return Config.model_validate(tree)
     except ValidationError as exc:
@@ -197,11 +216,12 @@ def validate(tree: dict, source: str = "config") -> Config:
 
 
 def load_yaml(path: str | Path) -> dict:
+    """Read a YAML config file (changes only) as a dict."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        tree = yaml.load(path.read_text(), Loader=_Loader) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
     if not isinstance(tree, dict):
@@ -216,8 +236,7 @@ def load_config(files: list[str | Path] = (), overrides: list[str] = (), base: C
         tree = _merge(tree, load_yaml(f))
         validate(tree, str(f))
     for o in overrides:
-        parts, value = parse_override(o)
-        _set_path(tree, parts, value)
+        tree = _merge(tree, _nest(*parse_override(o)))
         validate(tree, f"--set {o}")
     return validate(tree)
 
