@@ -7,9 +7,9 @@ import os
 import sys
 
 from maskclf import __version__
-from maskclf.cli import data_cmds
+from maskclf.cli import data_cmds, train_cmds
 
-COMMAND_MODULES = [data_cmds]
+COMMAND_MODULES = [data_cmds, train_cmds]
 
 
 def build_parser() -> argparse.ArgumentParser:

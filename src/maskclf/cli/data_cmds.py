@@ -68,7 +68,10 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from maskclf.demo import run_demo
+    import tempfile
 
-    cfg = config_from(args)
-    return run_demo(cfg, data=args.data, out=args.out, seed=args.seed)
+    from maskclf.demo import demo_config, run_demo
+
+    out = args.out or Path(tempfile.mkdtemp(prefix="maskclf-demo-"))
+    cfg = demo_config(args.config, args.overrides, out)
+    return run_demo(cfg, data=args.data, out=out, seed=args.seed)

@@ -1,0 +1,59 @@
+"""Self-describing checkpoints, written atomically and loaded without arbitrary pickle."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from maskclf import __version__
+
+FORMAT = "maskclf-checkpoint-1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is missing, corrupted or not a maskclf checkpoint."""
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write `payload` (+ format/version) to `path` atomically: temp file in the same folder, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"format": FORMAT, "version": __version__, **payload}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(data, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load with `weights_only=True` (tensors, numbers, strings, lists, dicts only) and check the format."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / name).is_file():
+                path = path / name
+                break
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated zip, wrong file type, pickled objects outside the allow-list
+        raise CheckpointError(f"{path}: not a readable maskclf checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a maskclf checkpoint (expected format '{FORMAT}')")
+    return data
+
+
+def config_of(ckpt: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(ckpt["config"])

@@ -1,0 +1,86 @@
+"""Model commands: train, predict, evaluate."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from maskclf.cli.common import add_config_args, config_from, subparser
+
+
+def register(sub) -> None:
+    p = subparser(sub, "train", "train a model from the face-crop cache into runs/<name>",
+                  "maskclf train ../shared/data/utkmask -c configs/multihead.yaml --set train.epochs=5")
+    p.add_argument("data_dir", type=Path, nargs="?", help="competition-layout folder (omit with --resume)")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run from its last.pt")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_config_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = subparser(sub, "predict", "write a submission CSV (+ probabilities) for an eval folder",
+                  "maskclf predict runs/exp/best.pt ../shared/data/utkmask/eval --tta hflip")
+    p.add_argument("checkpoint", type=Path, help="a best.pt/last.pt file or a run folder")
+    p.add_argument("eval_dir", type=Path, help="DATA_DIR/eval (with info.csv and images/) or DATA_DIR")
+    p.add_argument("--out", "-o", type=Path, help="submission path (default: submission.csv beside the checkpoint)")
+    p.add_argument("--tta", default="none", help="test-time augmentation views: none, hflip, crops, hflip_crops")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+    p = subparser(sub, "evaluate", "score a submission against ground truth: F1, accuracy, per attribute, per class",
+                  "maskclf evaluate runs/exp/submission.csv ../shared/data/utkmask/eval/gt.csv")
+    p.add_argument("submission", type=Path)
+    p.add_argument("gt", type=Path)
+    p.add_argument("--out", type=Path, help="folder for report.json and confusion.png")
+    p.add_argument("--age-bounds", default="30,60", help="young,old age-group bounds (default 30,60)")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from maskclf.train import fit
+
+    if args.resume is None and args.data_dir is None:
+        raise ValueError("give DATA_DIR, or --resume RUN_DIR")
+    if args.resume is not None and (args.config or args.overrides):
+        raise ValueError("--resume continues a run with its saved config; --config/--set cannot change it")
+    cfg = None if args.resume else config_from(args, data_root=args.data_dir)
+    result = fit(cfg, resume=args.resume, progress=not args.quiet)
+    print(format_summary(result.summary))
+    return 0
+
+
+def format_summary(s: dict) -> str:
+    attrs = "  ".join(f"{k} acc {v['accuracy']:.3f} F1 {v['f1']:.3f}" for k, v in s["val_attributes"].items())
+    return "\n".join([
+        f"run {s['name']}: {s['backbone']} ({s['head']} heads, age {s['age']}) on {s['device']}",
+        f"  best epoch {s['best_epoch'] + 1} of {s['epochs_run']}  val macro F1 {s['val_f1']:.4f}  "
+        f"accuracy {s['val_accuracy']:.4f}",
+        f"  {attrs}",
+        f"  {s['train_images']} train / {s['val_images']} val images, {s['images_per_s']:.0f} img/s, "
+        f"wall {s['wall_seconds'] / 60:.1f} min" + (f", {len(s['skipped_images'])} unreadable skipped"
+                                                    if s["skipped_images"] else ""),
+        f"  checkpoint {s['run_dir']}/best.pt   TensorBoard: tensorboard --logdir {s['run_dir']}/tb",
+    ])
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from maskclf.predict import predict
+
+    r = predict(args.checkpoint, args.eval_dir, out=args.out, tta=args.tta, device=args.device,
+                batch_size=args.batch_size, progress=not args.quiet)
+    print(f"submission: {r.submission} ({len(r.image_ids)} rows)\nprobabilities: {r.probs_path}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from maskclf.evaluate import evaluate_submission, format_report
+    from maskclf.labels import AgeBounds
+
+    try:
+        young, old = (int(x) for x in args.age_bounds.split(","))
+    except ValueError:
+        raise ValueError(f"--age-bounds must look like 30,60, got '{args.age_bounds}'") from None
+    report = evaluate_submission(args.submission, args.gt, args.out, AgeBounds(young, old))
+    print(format_report(report))
+    return 0

@@ -1,0 +1,62 @@
+"""Seeding, device choice and precision: the only place that knows about CUDA vs CPU."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' picks CUDA (this process's LOCAL_RANK under torchrun), then MPS, then CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"train.device '{name}' is not a device (use auto, cpu, cuda, cuda:1, mps)") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device '{name}' asked for CUDA but torch sees no GPU here; use 'auto' or 'cpu'")
+    return device
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16/fp16 autocast on CUDA when enabled; a no-op context on CPU (AMP gives no speed-up there)."""
+    if enabled and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def grad_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScaler:
+    """A GradScaler that is active only for fp16 autocast on CUDA."""
+    use = enabled and device.type == "cuda" and not torch.cuda.is_bf16_supported()
+    return torch.amp.GradScaler("cuda", enabled=use)
+
+
+def memory_format(device: torch.device, channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last and device.type == "cuda" else torch.contiguous_format
+
+
+def distributed_info() -> tuple[int, int]:
+    """(rank, world_size) from torchrun's environment; (0, 1) when not distributed."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))

@@ -1,0 +1,131 @@
+"""`fit(cfg)`: dataset folder -> trained model(s), checkpoints, metrics and a summary in a run folder."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from maskclf import __version__
+from maskclf.checkpoint import load_checkpoint, save_checkpoint
+from maskclf.config import Config
+from maskclf.data import crops_for, load_split
+from maskclf.labels import class_names
+from maskclf.loop import Member, combined_val_probs, member_plan, train_member, write_final_figures
+from maskclf.metrics import score_probs
+from maskclf.records import bounds_of, load_train
+from maskclf.runs import git_commit, load_run_config, new_run_dir, save_config, write_summary
+from maskclf.runtime import resolve_device, seed_everything
+from maskclf.targets import head_spec
+from maskclf.tracking import Tracker
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    best_f1: float
+    best_epoch: int
+    summary: dict
+    checkpoint: Path
+    val_probs: np.ndarray = field(repr=False, default=None)
+    val_keys: list[str] = field(repr=False, default_factory=list)
+
+
+def fit(cfg: Config, resume: Path | None = None, progress: bool = True, run_dir: Path | None = None) -> FitResult:
+    """Train as `cfg` says; with `resume`, continue that run from its last checkpoint."""
+    if resume is not None:
+        run_dir = Path(resume)
+        cfg = load_run_config(run_dir)
+    elif run_dir is None:
+        run_dir = new_run_dir(cfg.run.out_dir, cfg.run.name)
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(run_dir, cfg)
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    device = resolve_device(cfg.train.device)
+    bounds = bounds_of(cfg.data)
+    started = time.time()
+
+    data = load_train(cfg.data)
+    split = load_split(cfg.data, data.records, run_dir)
+    train_set, val_set, skipped = crops_for(cfg, data, split, progress=progress)
+    spec = head_spec(cfg.model.head, cfg.model.age, bounds, cfg.model.age_bin_width)
+    state = _resume_state(run_dir) if resume is not None else None
+    tracker = Tracker(run_dir, cfg.run.tensorboard, cfg.run.wandb, cfg.to_dict())
+    members: dict[str, Member] = {}
+    try:
+        for member_spec in member_plan(spec, cfg.model.head):
+            members[member_spec.name] = train_member(
+                cfg, member_spec, train_set, val_set, device, run_dir, tracker, state, progress=progress)
+    finally:
+        tracker.close()
+    return _finish(cfg, run_dir, spec, members, (train_set, val_set), device, started, skipped, data, progress)
+
+
+def _resume_state(run_dir: Path) -> dict | None:
+    last = run_dir / "last.pt"
+    if not last.is_file():
+        return None
+    return load_checkpoint(last)
+
+
+def _finish(cfg, run_dir, spec, members, sets, device, started, skipped, data, progress):
+    train_set, val_set = sets
+    bounds = bounds_of(cfg.data)
+    probs = combined_val_probs(members, spec, val_set, device, cfg, progress=progress)
+    report = score_probs(val_set.labels, probs, bounds)
+    payload = checkpoint_payload(cfg, spec, {n: m.best_state for n, m in members.items()},
+                                 {n: m.spec.heads for n, m in members.items()})
+    best_epoch = max(m.best_epoch for m in members.values())
+    payload.update(epoch=best_epoch, score=report["f1"])
+    save_checkpoint(run_dir / "best.pt", payload)
+    write_final_figures(run_dir, cfg, report, val_set, probs, bounds)
+    images = sum(m.images_trained for m in members.values())
+    train_seconds = sum(m.train_seconds for m in members.values())
+    summary = {
+        "name": run_dir.name, "run_dir": str(run_dir), "version": __version__, "git_commit": git_commit(),
+        "backbone": cfg.model.backbone, "head": cfg.model.head, "age": cfg.model.age,
+        "best_epoch": best_epoch, "epochs_run": max(m.epochs_run for m in members.values()),
+        "val_f1": report["f1"], "val_accuracy": report["accuracy"],
+        "val_attributes": {k: {"accuracy": v["accuracy"], "f1": v["f1"]} for k, v in report["attributes"].items()},
+        "members": {n: {"best_epoch": m.best_epoch, "best_score": m.best_score, "stopped": m.stop_reason}
+                    for n, m in members.items()},
+        "wall_seconds": time.time() - started, "train_seconds": train_seconds,
+        "images_per_s": images / max(train_seconds, 1e-9), "device": str(device),
+        "train_images": len(train_set), "val_images": len(val_set),
+        "skipped_images": skipped, "label_fixes": data.fixes, "techniques": techniques(cfg),
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    write_summary(run_dir, summary)
+    (run_dir / "val_report.json").write_text(json.dumps(report, indent=1))
+    return FitResult(run_dir, report["f1"], best_epoch, summary, run_dir / "best.pt", probs, val_set.keys)
+
+
+def techniques(cfg: Config) -> dict:
+    """The training choices worth seeing at a glance in a summary (what differs from a plain run)."""
+    t = cfg.train
+    return {
+        "head": cfg.model.head, "age": cfg.model.age, "pretrained": cfg.model.pretrained or "none",
+        "loss": t.loss.name, "head_losses": {k: v.name for k, v in t.head_losses.items()},
+        "class_weighted": t.class_weighted, "sampler": t.sampler.name, "augment": t.augment.preset,
+        "mixup": t.augment.mixup, "cutmix": t.augment.cutmix, "ema": t.ema, "optimizer": t.optimizer.name,
+        "scheduler": t.scheduler.name, "freeze": cfg.model.freeze, "extra_data": [str(p) for p in cfg.data.extra],
+    }
+
+
+def checkpoint_payload(cfg: Config, spec, states: dict, heads: dict) -> dict:
+    """The self-describing part of a checkpoint: enough to predict from the file alone."""
+    bounds = bounds_of(cfg.data)
+    return {
+        "config": json.dumps(cfg.to_dict()),
+        "label_map": class_names(bounds),
+        "age_bounds": list(cfg.data.age_bounds),
+        "spec": json.dumps({"heads": spec.heads, "age_mode": spec.age_mode, "bin_edges": list(spec.bin_edges)}),
+        "member_heads": json.dumps(heads),
+        "input_size": cfg.train.input_size,
+        "cache_size": cfg.prepare.size,
+        "models": {name: {k: v.detach().cpu() for k, v in sd.items()} for name, sd in states.items()},
+    }
