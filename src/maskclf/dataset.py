@@ -6,7 +6,7 @@ import csv
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from maskclf.labels import GENDER_BY_NAME, MASK_BY_STEM, AgeBounds, encode
+from maskclf.labels import GENDER_BY_NAME, MASK_BY_STEM, AgeBounds, decode, encode
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 TRAIN_COLUMNS = ("id", "gender", "race", "age", "path")
@@ -64,7 +64,8 @@ class Scan:
 
 
 def _is_hidden(name: str) -> bool:
-    return name.startswith(".") or name.startswith("._") or name in {"Thumbs.db", "desktop.ini"}
+    """macOS/Windows litter ('._mask1.jpg', '.DS_Store', 'Thumbs.db') and other dot files."""
+    return name.startswith(".") or name in {"Thumbs.db", "desktop.ini"}
 
 
 def _read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
@@ -76,13 +77,26 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
         missing = [c for c in required if c not in cols]
         if missing:
             raise DataError(f"{path}: missing column(s) {missing}; found {cols}, expected {list(required)}")
-        return [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+        rows = []
+        for row in reader:
+            if None in row:  # DictReader files surplus values under the key None
+                raise DataError(f"{path}:{reader.line_num}: {len(cols) + len(row[None])} values but {len(cols)} columns {cols}")
+            rows.append({(k or "").strip(): (v or "").strip() for k, v in row.items()})
+        return rows
+
+
+def _locate(root: Path, part: str, csv_name: str) -> Path:
+    """`root/<part>` if it holds the CSV, else `root` itself if it does; DataError otherwise."""
+    for folder in (root / part, root):
+        if (folder / csv_name).is_file():
+            return folder
+    raise DataError(f"{root / part / csv_name}: file not found (expected the competition layout {part}/{csv_name})")
 
 
 def _parse_age(text: str, where: str, scan: Scan) -> int | None:
     try:
         age = int(float(text))
-    except ValueError:
+    except (ValueError, OverflowError):
         scan.error(where, f"age '{text}' is not a number")
         return None
     if not 0 < age < 130:
@@ -93,18 +107,25 @@ def _parse_age(text: str, where: str, scan: Scan) -> int | None:
 
 def scan_train(root: Path, bounds: AgeBounds = AgeBounds()) -> Scan:
     """Scan `root/train` (train.csv + images/<path>/<stem>.<ext>) into labelled records."""
-    root = Path(root)
-    train = root / "train" if (root / "train" / "train.csv").exists() else root
+    train = _locate(Path(root), "train", "train.csv")
     scan = Scan()
     rows = _read_csv(train / "train.csv", TRAIN_COLUMNS)
     images = train / "images"
     if not images.is_dir():
         raise DataError(f"{images}: folder not found (expected train/images/<id>_<gender>_<race>_<age>/)")
-    listed = set()
+    first: dict[str, dict[str, int]] = {"id": {}, "path": {}}  # value -> CSV line where it was first listed
+    hidden: list[Path] = []
     for i, row in enumerate(rows, start=2):
         where = f"{train / 'train.csv'}:{i}"
-        folder = row["path"]
-        listed.add(folder)
+        if not row["id"] or not row["path"]:
+            scan.error(where, f"empty id or path (id '{row['id']}', path '{row['path']}')")
+            continue
+        repeated = [f"{k} '{row[k]}' (first at line {first[k][row[k]]})" for k in first if row[k] in first[k]]
+        if repeated:
+            scan.error(where, f"duplicate {' and '.join(repeated)}")
+            continue
+        for k in first:
+            first[k][row[k]] = i
         gender = GENDER_BY_NAME.get(row["gender"].lower())
         if gender is None:
             scan.error(where, f"gender '{row['gender']}' is not one of {sorted(GENDER_BY_NAME)}")
@@ -112,35 +133,49 @@ def scan_train(root: Path, bounds: AgeBounds = AgeBounds()) -> Scan:
         age = _parse_age(row["age"], where, scan)
         if age is None:
             continue
-        _check_folder_name(folder, row, where, scan)
-        person_dir = images / folder
-        if not person_dir.is_dir():
-            scan.error(where, f"image folder {person_dir} does not exist")
+        _check_folder_name(row["path"], row, where, scan)
+        person = Record(path=images / row["path"], key="", person=row["id"], gender=gender, age=age,
+                        age_group=bounds.group(age), race=row["race"])
+        if not person.path.is_dir():
+            scan.error(where, f"image folder {person.path} does not exist")
             continue
-        seen: dict[str, Path] = {}
-        for f in sorted(person_dir.iterdir()):
-            if _is_hidden(f.name):
-                scan.warn(f, "hidden file ignored")
-                continue
-            stem, ext = f.stem, f.suffix.lower()
-            if ext not in IMAGE_EXTS or stem not in MASK_BY_STEM:
-                scan.warn(f, f"unexpected file name ignored (expected one of {sorted(MASK_BY_STEM)} with an image extension)")
-                continue
-            if stem in seen:
-                scan.error(f, f"duplicate image for '{stem}' (also {seen[stem].name}); keeping the first")
-                continue
-            seen[stem] = f
-            scan.records.append(
-                Record(path=f, key=f"{folder}/{f.name}", person=row["id"], mask=MASK_BY_STEM[stem], gender=gender,
-                       age=age, age_group=bounds.group(age), race=row["race"])
-            )
-        missing = sorted(set(MASK_BY_STEM) - set(seen))
-        if missing:
-            scan.warn(person_dir, f"missing image(s): {missing}")
-    for d in sorted(images.iterdir()):
-        if d.is_dir() and d.name not in listed and not _is_hidden(d.name):
-            scan.warn(d, "folder is not listed in train.csv; ignored")
+        _scan_person(person, scan, hidden)
+    _check_unlisted(images, {r["path"] for r in rows}, scan, hidden)
+    if hidden:
+        scan.warn(images, f"ignored {len(hidden)} hidden file(s), e.g. {', '.join(str(h) for h in hidden[:3])}")
     return scan
+
+
+def _scan_person(person: Record, scan: Scan, hidden: list[Path]) -> None:
+    """Add one record per image in the person's folder (`person` carries the folder path and the labels)."""
+    seen: dict[str, Path] = {}
+    for f in sorted(person.path.iterdir()):
+        if _is_hidden(f.name):
+            hidden.append(f)
+            continue
+        stem, ext = f.stem.lower(), f.suffix.lower()
+        if ext not in IMAGE_EXTS or stem not in MASK_BY_STEM or not f.is_file():
+            scan.warn(f, f"unexpected file name ignored (expected one of {sorted(MASK_BY_STEM)} "
+                         f"with an image extension {sorted(IMAGE_EXTS)})")
+            continue
+        if stem in seen:
+            scan.error(f, f"two images for '{stem}': {seen[stem].name} and {f.name}; remove one")
+            continue
+        seen[stem] = f
+        scan.records.append(replace(person, path=f, key=f"{person.path.name}/{f.name}", mask=MASK_BY_STEM[stem]))
+    missing = sorted(set(MASK_BY_STEM) - set(seen))
+    if missing:
+        scan.warn(person.path, f"missing image(s): {missing}")
+
+
+def _check_unlisted(images: Path, listed: set[str], scan: Scan, hidden: list[Path]) -> None:
+    for d in sorted(images.iterdir()):
+        if _is_hidden(d.name):
+            hidden.append(d)
+        elif not d.is_dir():
+            scan.warn(d, "not a person folder; ignored")
+        elif d.name not in listed:
+            scan.warn(d, "folder is not listed in train.csv; ignored")
 
 
 def _check_folder_name(folder: str, row: dict[str, str], where: str, scan: Scan) -> None:
@@ -157,23 +192,28 @@ def _check_folder_name(folder: str, row: dict[str, str], where: str, scan: Scan)
 
 def scan_eval(root: Path) -> Scan:
     """Scan `root/eval` (info.csv + images/<ImageID>) into unlabelled records, in info.csv order."""
-    root = Path(root)
-    ev = root / "eval" if (root / "eval" / "info.csv").exists() else root
+    ev = _locate(Path(root), "eval", "info.csv")
     scan = Scan()
     rows = _read_csv(ev / "info.csv", EVAL_COLUMNS)
-    seen = set()
+    images = ev / "images"
+    if not images.is_dir():
+        raise DataError(f"{images}: folder not found (expected eval/images/<ImageID>)")
+    first_line: dict[str, int] = {}
     for i, row in enumerate(rows, start=2):
         image_id = row["ImageID"]
         where = f"{ev / 'info.csv'}:{i}"
-        if image_id in seen:
-            scan.error(where, f"duplicate ImageID {image_id}")
+        if image_id in first_line:
+            scan.error(where, f"duplicate ImageID {image_id} (first at line {first_line[image_id]})")
             continue
-        seen.add(image_id)
-        path = ev / "images" / image_id
-        if not path.is_file():
+        first_line[image_id] = i
+        path = images / image_id
+        if not image_id or not path.is_file():
             scan.error(where, f"image {path} does not exist")
             continue
         scan.records.append(Record(path=path, key=image_id))
+    unlisted = sorted(f.name for f in images.iterdir() if f.name not in first_line and not _is_hidden(f.name))
+    if unlisted:
+        scan.warn(images, f"{len(unlisted)} file(s) not listed in info.csv ignored, e.g. {unlisted[:3]}")
     return scan
 
 
@@ -196,8 +236,6 @@ def read_ground_truth(path: Path) -> dict[str, int]:
 
 def with_labels(records: list[Record], gt: dict[str, int]) -> list[Record]:
     """Attach ground-truth classes (from gt.csv) to eval records."""
-    from maskclf.labels import decode
-
     out = []
     for r in records:
         if r.key in gt:
