@@ -261,7 +261,8 @@ def _check_heads(heads: dict[str, int], head_losses: dict, head_weights: dict[st
 
 
 def build_criterion(heads: dict[str, int], loss: NamedCfg, head_losses: dict[str, NamedCfg],
-                    head_weights: dict[str, float], class_counts: dict[str, np.ndarray], class_weighted: bool, age_regression: bool) -> Criterion:
+                    head_weights: dict[str, float], class_counts: dict[str, np.ndarray], class_weighted: bool,
+                    age_regression: bool) -> Criterion:
     """One loss per head (head_losses override `loss`); a regression age head defaults to smooth_l1."""
     _check_heads(heads, head_losses, head_weights)
     losses = {}
