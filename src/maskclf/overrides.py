@@ -31,9 +31,7 @@ class LabelFixes:
 
 
 def _gender(value, where: str) -> int:
-    if isinstance(value, int) and value in (0, 1):
-        return value
-    g = GENDER_BY_NAME.get(str(value).strip().lower())
+    g = {"0": 0, "1": 1, **GENDER_BY_NAME}.get(str(value).strip().lower())
     if g is None:
         raise DataError(f"{where}: gender '{value}' must be male/female (or 0/1)")
     return g
@@ -41,34 +39,41 @@ def _gender(value, where: str) -> int:
 
 def _age(value, where: str) -> int:
     try:
-        age = int(value)
-    except (TypeError, ValueError):
-        raise DataError(f"{where}: age '{value}' is not an integer") from None
+        age = int(str(value).strip())
+    except ValueError:
+        raise DataError(f"{where}: age '{value}' is not a whole number of years") from None
     if not 0 < age < 130:
-        raise DataError(f"{where}: age {age} is out of range")
+        raise DataError(f"{where}: age {age} is out of range (1-129)")
     return age
 
 
+def _section(tree: dict, key: str, kind: type, path: Path):
+    """tree[key] checked to be a mapping/list (empty if absent)."""
+    value = tree.get(key) or kind()
+    if not isinstance(value, kind):
+        shape = "a mapping of person id -> value" if kind is dict else "a list"
+        raise DataError(f"{path}: '{key}' must be {shape}, found {value!r}")
+    return value
+
+
 def _from_yaml(path: Path) -> LabelFixes:
+    # BaseLoader keeps every scalar a string: an unquoted id like 000225 would otherwise become the octal int 149.
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        tree = yaml.load(path.read_text(), Loader=yaml.BaseLoader) or {}
     except yaml.YAMLError as exc:
         raise DataError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(tree, dict):
-        raise DataError(f"{path}: expected a mapping with keys {list(ACTIONS)}")
+        raise DataError(f"{path}: expected a mapping with keys {list(KEYS)}")
     unknown = sorted(set(tree) - set(KEYS))
     if unknown:
         raise DataError(f"{path}: unknown key(s) {unknown}; valid keys are {list(KEYS)}")
     fixes = LabelFixes(source=str(path))
-    for pid, g in (tree.get("gender") or {}).items():
-        fixes.gender[str(pid)] = _gender(g, f"{path}: gender.{pid}")
-    for pid, a in (tree.get("age") or {}).items():
-        fixes.age[str(pid)] = _age(a, f"{path}: age.{pid}")
-    swaps = tree.get("swap_incorrect_normal") or []
-    if not isinstance(swaps, list):
-        raise DataError(f"{path}: swap_incorrect_normal must be a list of person ids")
-    fixes.swap_incorrect_normal = {str(p) for p in swaps}
-    fixes.only_if_all_races = {str(r).lower() for r in tree.get("only_if_all_races") or []}
+    for pid, g in _section(tree, "gender", dict, path).items():
+        fixes.gender[pid] = _gender(g, f"{path}: gender.{pid}")
+    for pid, a in _section(tree, "age", dict, path).items():
+        fixes.age[pid] = _age(a, f"{path}: age.{pid}")
+    fixes.swap_incorrect_normal = set(map(str, _section(tree, "swap_incorrect_normal", list, path)))
+    fixes.only_if_all_races = {str(r).lower() for r in _section(tree, "only_if_all_races", list, path)}
     return fixes
 
 
@@ -77,14 +82,18 @@ def _from_csv(path: Path) -> LabelFixes:
     fixes = LabelFixes(source=str(path))
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
-        if not reader.fieldnames or not {"id", "action"} <= set(reader.fieldnames):
-            raise DataError(f"{path}: expected columns id,action,value; found {reader.fieldnames}")
+        cols = [c.strip() for c in reader.fieldnames or []]
+        if not {"id", "action"} <= set(cols):
+            raise DataError(f"{path}: expected columns id,action,value; found {cols}")
         for i, row in enumerate(reader, start=2):
-            where, pid, action = f"{path}:{i}", row["id"].strip(), row["action"].strip()
+            row = {(k or "").strip(): (v if isinstance(v, str) else "").strip() for k, v in row.items()}
+            where, pid, action = f"{path}:{i}", row["id"], row["action"]
+            if not pid:
+                raise DataError(f"{where}: empty id")
             if action == "gender":
-                fixes.gender[pid] = _gender(row.get("value"), where)
+                fixes.gender[pid] = _gender(row.get("value", ""), where)
             elif action == "age":
-                fixes.age[pid] = _age(row.get("value"), where)
+                fixes.age[pid] = _age(row.get("value", ""), where)
             elif action == "swap_incorrect_normal":
                 fixes.swap_incorrect_normal.add(pid)
             else:

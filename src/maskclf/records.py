@@ -22,13 +22,17 @@ class TrainData:
 
 
 def bounds_of(data: DataCfg) -> AgeBounds:
+    """The configured age-group bounds."""
     return AgeBounds(*data.age_bounds)
 
 
 def load_train(data: DataCfg, root: Path | None = None) -> TrainData:
     """Scan the main train folder (+ `data.extra`), apply label fixes, and refuse fatal problems."""
-    root = Path(root or data.root or "")
-    if not str(root) or not root.exists():
+    root = root if root is not None else data.root
+    if root is None:
+        raise DataError("no data folder given (pass DATA_DIR or set data.root)")
+    root = Path(root)
+    if not root.exists():
         raise DataError(f"data folder not found: '{root}' (pass DATA_DIR or set data.root)")
     bounds = bounds_of(data)
     scan = scan_train(root, bounds)
