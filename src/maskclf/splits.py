@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.model_selection import StratifiedKFold
 
 from maskclf.dataset import Record
 
@@ -21,10 +21,12 @@ class Split:
     seed: int
 
     def save(self, path: Path) -> None:
+        """Write the split as JSON (kept with the run so it can be reused)."""
         Path(path).write_text(json.dumps(asdict(self), indent=1))
 
     @classmethod
     def load(cls, path: Path) -> "Split":
+        """Read a split written by :meth:`save`."""
         return cls(**json.loads(Path(path).read_text()))
 
     def partition(self, records: list[Record]) -> tuple[list[Record], list[Record]]:
@@ -51,6 +53,18 @@ def _safe_strata(strata: list[int], min_count: int) -> np.ndarray:
     return out
 
 
+def _quotas(sizes: dict[int, int], total: int, rng: np.random.Generator) -> dict[int, int]:
+    """Split `total` across strata in proportion to their sizes (largest remainder; ties broken at random)."""
+    n = sum(sizes.values())
+    exact = {s: size * total / n for s, size in sizes.items()}
+    quota = {s: int(np.floor(e)) for s, e in exact.items()}
+    tiebreak = dict(zip(sizes, rng.permutation(len(sizes))))
+    order = sorted(sizes, key=lambda s: (quota[s] - exact[s], tiebreak[s]))
+    for s in order[: total - sum(quota.values())]:
+        quota[s] += 1
+    return quota
+
+
 def holdout(records: list[Record], val_fraction: float, seed: int) -> Split:
     """Hold out `val_fraction` of the people (not images), stratified by gender x age group."""
     ids, strata = people(records)
@@ -59,11 +73,15 @@ def holdout(records: list[Record], val_fraction: float, seed: int) -> Split:
     n_val = int(round(len(ids) * val_fraction))
     if n_val < 1 or n_val >= len(ids):
         raise ValueError(f"val_fraction {val_fraction} of {len(ids)} people leaves an empty side")
-    y = _safe_strata(strata, 2)
-    n_classes = len(set(y.tolist()))
-    stratify = y if n_classes <= n_val and n_classes <= len(ids) - n_val else None
-    tr, va = train_test_split(ids, test_size=n_val, random_state=seed, shuffle=True, stratify=stratify)
-    return Split(train=sorted(tr), val=sorted(va), method=f"holdout:{val_fraction}", seed=seed)
+    rng = np.random.default_rng(seed)
+    by_stratum: dict[int, list[str]] = {}
+    for pid, s in zip(ids, strata):
+        by_stratum.setdefault(s, []).append(pid)
+    quota = _quotas({s: len(v) for s, v in sorted(by_stratum.items())}, n_val, rng)
+    val = set()
+    for s, members in sorted(by_stratum.items()):
+        val.update(rng.choice(members, size=quota[s], replace=False).tolist())
+    return Split(train=[p for p in ids if p not in val], val=sorted(val), method=f"holdout:{val_fraction}", seed=seed)
 
 
 def kfold(records: list[Record], k: int, seed: int) -> list[Split]:
