@@ -1,4 +1,4 @@
-"""Losses on soft targets (N, C) for classification heads, age-regression losses, and build_loss()."""
+"""Losses on soft targets (N, C) for classification heads, age-regression losses, and the per-head Criterion."""
 
 from __future__ import annotations
 
