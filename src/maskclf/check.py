@@ -10,9 +10,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from maskclf.config import DataCfg
-from maskclf.dataset import DataError, Problem, Record, scan_eval
+from maskclf.dataset import DataError, Problem, Record, scan_eval, scan_train
 from maskclf.labels import NUM_CLASSES, attribute_names, class_names, decode
-from maskclf.records import bounds_of, load_train
+from maskclf.records import bounds_of, fix_labels
 
 
 @dataclass
@@ -44,6 +44,8 @@ def verify_image(path: Path) -> str | None:
 def run_check(root: Path, data: DataCfg, decode_images: bool = True, progress: bool = True) -> CheckReport:
     """Scan train (with label fixes) and eval, optionally decode every image, and collect all problems."""
     root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data folder not found: {root}")
     report = CheckReport(root=root)
     has_train = (root / "train" / "train.csv").exists() or (root / "train.csv").exists()
     has_eval = (root / "eval" / "info.csv").exists() or (root / "info.csv").exists()
@@ -51,9 +53,9 @@ def run_check(root: Path, data: DataCfg, decode_images: bool = True, progress: b
         raise DataError(f"{root}: neither train/train.csv nor eval/info.csv found; is this a competition-layout folder?")
     if has_train:
         try:
-            td = load_train(data.model_copy(update={"extra": []}), root)
-            report.train, report.fixes, report.fixes_note = td.records, td.fixes, td.fixes_note
-            report.problems += td.problems
+            scan = scan_train(root, bounds_of(data))
+            report.problems += scan.problems
+            report.train, report.fixes, report.fixes_note = fix_labels(scan.records, data)
         except DataError as exc:
             report.problems.append(Problem(str(root / "train"), str(exc), fatal=True))
     if has_eval:
@@ -72,6 +74,7 @@ def run_check(root: Path, data: DataCfg, decode_images: bool = True, progress: b
 
 
 def format_check(report: CheckReport, data: DataCfg) -> str:
+    """The human-readable report: counts per class and attribute, label fixes, problems, verdict."""
     bounds = bounds_of(data)
     lines = [f"maskclf check: {report.root}"]
     if report.train:

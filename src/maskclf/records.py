@@ -26,6 +26,14 @@ def bounds_of(data: DataCfg) -> AgeBounds:
     return AgeBounds(*data.age_bounds)
 
 
+def fix_labels(records: list[Record], data: DataCfg) -> tuple[list[Record], dict[str, int], str]:
+    """Apply `data.label_fixes`: (records, people changed per kind of fix, why the fixes were skipped or '')."""
+    fixes = load_fixes(data.label_fixes)
+    _, note = applies(fixes, records)
+    fixed, touched = apply_fixes(records, fixes, bounds_of(data))
+    return fixed, touched, note
+
+
 def load_train(data: DataCfg, root: Path | None = None) -> TrainData:
     """Scan the main train folder (+ `data.extra`), apply label fixes, and refuse fatal problems."""
     root = root if root is not None else data.root
@@ -39,9 +47,7 @@ def load_train(data: DataCfg, root: Path | None = None) -> TrainData:
     if scan.fatal:
         errs = [str(p) for p in scan.problems if p.fatal]
         raise DataError(f"{root}: {len(errs)} fatal problem(s), run `maskclf check {root}`:\n  " + "\n  ".join(errs[:10]))
-    fixes = load_fixes(data.label_fixes)
-    _, note = applies(fixes, scan.records)
-    records, touched = apply_fixes(scan.records, fixes, bounds)
+    records, touched, note = fix_labels(scan.records, data)
     out = TrainData(root=root, records=records, problems=list(scan.problems), fixes=touched, fixes_note=note)
     for extra_root in data.extra:
         extra_scan = scan_train(Path(extra_root), bounds)
