@@ -38,7 +38,7 @@ class DataCfg(_Section):
     root: Path | None = None
     age_bounds: tuple[int, int] = (30, 60)
     label_fixes: str = "competition"  # "competition" (bundled), "none", or a path to a YAML/CSV file
-    val_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # share of people held out when data.fold is unset
     split_seed: int = 42
     folds: int = Field(5, ge=2)
     fold: int | None = None  # when set, validate on this fold of a `folds`-fold split instead of a hold-out

@@ -80,6 +80,7 @@ def test_unknown_key_names_key_and_valid_keys(tmp_path):
     ("train.epochs=abc", "train.epochs"),
     ("train.epochs=0", "train.epochs"),
     ("data.val_fraction=1.5", "data.val_fraction"),
+    ("data.val_fraction=0", "data.val_fraction"),
     ("prepare.detector=yolo", "prepare.detector"),
     ("model.head=triple", "model.head"),
     ("data.age_bounds=[60, 30]", "data.age_bounds"),
