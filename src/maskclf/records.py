@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from maskclf.config import DataCfg
-from maskclf.dataset import DataError, Problem, Record, scan_train
+from maskclf.dataset import DataError, Problem, Record, Scan, scan_train
 from maskclf.labels import AgeBounds
 from maskclf.overrides import applies, apply_fixes, load_fixes
 
@@ -15,7 +15,7 @@ from maskclf.overrides import applies, apply_fixes, load_fixes
 class TrainData:
     root: Path
     records: list[Record]  # main folder, label fixes applied
-    extra: dict[Path, list[Record]] = field(default_factory=dict)  # extra folders (train-only people)
+    extra: dict[Path, list[Record]] = field(default_factory=dict)  # extra folders (train-only people, no label fixes)
     problems: list[Problem] = field(default_factory=list)
     fixes: dict[str, int] = field(default_factory=dict)
     fixes_note: str = ""
@@ -34,6 +34,15 @@ def fix_labels(records: list[Record], data: DataCfg) -> tuple[list[Record], dict
     return fixed, touched, note
 
 
+def _usable_scan(root: Path, bounds: AgeBounds, what: str) -> Scan:
+    """scan_train, refusing a folder with fatal problems (listing the first ten)."""
+    scan = scan_train(root, bounds)
+    errs = [str(p) for p in scan.problems if p.fatal]
+    if errs:
+        raise DataError(f"{what} {root}: {len(errs)} fatal problem(s) (see `maskclf check {root}`):\n  " + "\n  ".join(errs[:10]))
+    return scan
+
+
 def load_train(data: DataCfg, root: Path | None = None) -> TrainData:
     """Scan the main train folder (+ `data.extra`), apply label fixes, and refuse fatal problems."""
     root = root if root is not None else data.root
@@ -43,19 +52,14 @@ def load_train(data: DataCfg, root: Path | None = None) -> TrainData:
     if not root.exists():
         raise DataError(f"data folder not found: '{root}' (pass DATA_DIR or set data.root)")
     bounds = bounds_of(data)
-    scan = scan_train(root, bounds)
-    if scan.fatal:
-        errs = [str(p) for p in scan.problems if p.fatal]
-        raise DataError(f"{root}: {len(errs)} fatal problem(s), run `maskclf check {root}`:\n  " + "\n  ".join(errs[:10]))
+    scan = _usable_scan(root, bounds, "data")
     records, touched, note = fix_labels(scan.records, data)
     out = TrainData(root=root, records=records, problems=list(scan.problems), fixes=touched, fixes_note=note)
-    for extra_root in data.extra:
-        extra_scan = scan_train(Path(extra_root), bounds)
-        if extra_scan.fatal:
-            raise DataError(f"extra data {extra_root}: fatal problems, run `maskclf check {extra_root}`")
+    for extra_root in map(Path, data.extra):
+        extra_scan = _usable_scan(extra_root, bounds, "extra data")
         clash = {r.person for r in extra_scan.records} & {r.person for r in records}
         if clash:
             raise DataError(f"extra data {extra_root}: person ids also in {root}: {sorted(clash)[:5]}")
-        out.extra[Path(extra_root)] = extra_scan.records
+        out.extra[extra_root] = extra_scan.records
         out.problems += extra_scan.problems
     return out

@@ -5,8 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from maskclf.config import DataCfg
 from maskclf.dataset import DataError, read_ground_truth, scan_eval, scan_train, with_labels
 from maskclf.labels import AgeBounds, encode
+from maskclf.records import load_train
 
 HEADER = ["id", "gender", "race", "age", "path"]
 
@@ -270,3 +272,25 @@ def test_bad_ground_truth(tmp_path, ans, expect):
     write_csv(gt, ["ImageID", "ans"], [["a.jpg", 3], ["b.jpg", ans]])
     with pytest.raises(DataError, match=rf"gt\.csv:3: ans .*{expect}"):
         read_ground_truth(gt)
+
+
+# --- load_train: what training gets ------------------------------------------------------------
+
+def test_load_train_refuses_fatal_problems(tmp_path, tiny_data):
+    root, rows = make_train(tmp_path, tiny_data, 2)
+    shutil.rmtree(root / "train" / "images" / rows[1]["path"])
+    with pytest.raises(DataError, match=r"1 fatal problem\(s\) \(see `maskclf check .*`\):\n  ERROR: .*train\.csv:3: image folder"):
+        load_train(DataCfg(root=root))
+
+
+def test_load_train_with_extra_folders(tmp_path, tiny_data):
+    extra, rows = make_train(tmp_path, tiny_data, 1)
+    rows[0]["id"] = "900001"
+    write_csv(extra / "train" / "train.csv", HEADER, [[r[k] for k in HEADER] for r in rows])
+    td = load_train(DataCfg(root=tiny_data, extra=[extra]))
+    assert len(td.records) == 168
+    assert [len(v) for v in td.extra.values()] == [7]
+    assert {r.person for r in td.extra[extra]} == {"900001"}
+    assert any("disagrees with the CSV" in p.message for p in td.problems)  # the extra folder's warning is kept
+    with pytest.raises(DataError, match=r"extra data .*: person ids also in"):
+        load_train(DataCfg(root=tiny_data, extra=[tiny_data]))
