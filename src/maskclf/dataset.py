@@ -211,7 +211,11 @@ def scan_eval(root: Path) -> Scan:
             scan.error(where, f"image {path} does not exist")
             continue
         scan.records.append(Record(path=path, key=image_id))
-    unlisted = sorted(f.name for f in images.iterdir() if f.name not in first_line and not _is_hidden(f.name))
+    names = sorted(f.name for f in images.iterdir() if f.name not in first_line)
+    hidden = [n for n in names if _is_hidden(n)]
+    unlisted = [n for n in names if not _is_hidden(n)]
+    if hidden:
+        scan.warn(images, f"ignored {len(hidden)} hidden file(s), e.g. {hidden[:3]}")
     if unlisted:
         scan.warn(images, f"{len(unlisted)} file(s) not listed in info.csv ignored, e.g. {unlisted[:3]}")
     return scan

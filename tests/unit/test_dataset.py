@@ -252,7 +252,10 @@ def test_eval_unlisted_files_warned_and_hidden_ignored(tmp_path, tiny_data):
     (root / "eval" / "images" / "._stray.jpg").write_bytes(b"\x00")
     scan = scan_eval(root)
     assert not scan.fatal and len(scan.records) == 2
-    assert messages(scan, False).endswith("1 file(s) not listed in info.csv ignored, e.g. ['stray.jpg']")
+    assert messages(scan, False).splitlines() == [
+        f"warning: {root / 'eval' / 'images'}: ignored 1 hidden file(s), e.g. ['._stray.jpg']",
+        f"warning: {root / 'eval' / 'images'}: 1 file(s) not listed in info.csv ignored, e.g. ['stray.jpg']",
+    ]
 
 
 def test_eval_bad_csv_and_layout(tmp_path, tiny_data):
