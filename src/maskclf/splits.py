@@ -27,7 +27,10 @@ class Split:
     @classmethod
     def load(cls, path: Path) -> "Split":
         """Read a split written by :meth:`save`."""
-        return cls(**json.loads(Path(path).read_text()))
+        try:
+            return cls(**json.loads(Path(path).read_text()))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: not a split saved by maskclf ({exc})") from None
 
     def partition(self, records: list[Record]) -> tuple[list[Record], list[Record]]:
         """(train records, val records); records of people in neither list are dropped."""

@@ -164,6 +164,14 @@ def test_split_save_load_round_trip(tmp_path, tiny_records):
     assert again.partition(tiny_records) == split.partition(tiny_records)
 
 
+def test_split_load_rejects_other_files(tmp_path):
+    (tmp_path / "a.json").write_text('{"train": []}')
+    (tmp_path / "b.json").write_text("not json")
+    for name in ("a.json", "b.json"):
+        with pytest.raises(ValueError, match=rf"{name}: not a split saved by maskclf"):
+            Split.load(tmp_path / name)
+
+
 def test_partition_drops_people_in_neither_list(tiny_records):
     ids = people(tiny_records)[0]
     tr, va = Split(train=ids[:2], val=ids[2:3], method="manual", seed=0).partition(tiny_records)
