@@ -65,7 +65,7 @@ def train_one_epoch(model, data: CropSet, order: np.ndarray, batch_size: int, pa
         if (i + 1) % parts.accum_steps == 0 or i + 1 == n_batches:
             _optimizer_step(model, parts)
         bs = len(labels)
-        total += float(loss) * bs
+        total += float(loss.detach()) * bs
         n_seen += bs
         for k, v in head_losses.items():
             head_sums[k] = head_sums.get(k, 0.0) + float(v) * bs

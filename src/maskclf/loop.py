@@ -75,7 +75,13 @@ def _build_parts(cfg: Config, ms: MemberSpec, model, train_set: CropSet, device,
     criterion = build_criterion(ms.spec.heads, t.loss, t.head_losses, cfg.model.head_weights,
                                 class_counts(train_set.labels, train_set.ages, ms.spec), t.class_weighted,
                                 age_regression=ms.spec.age_mode == "regression").to(device)
+    # timm leaves out parameters that don't need grad; frozen ones must still be in the optimiser for unfreeze_epoch.
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(True)
     optimizer = build_optimizer(model, t.optimizer)
+    for p in frozen:
+        p.requires_grad_(False)
     mix = None
     if t.augment.mixup > 0 or t.augment.cutmix > 0:
         mixer = partial(mix_batch, mixup_p=t.augment.mixup, cutmix_p=t.augment.cutmix, alpha=t.augment.mix_alpha,

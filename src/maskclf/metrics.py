@@ -73,5 +73,7 @@ def score_probs(y_true: np.ndarray, probs18: np.ndarray, bounds: AgeBounds = Age
     if probs18.ndim != 2 or probs18.shape[1] != NUM_CLASSES:
         raise ValueError(f"probs18: expected shape (N, {NUM_CLASSES}), found {probs18.shape}")
     out = score(y_true, probs18.argmax(axis=1), bounds)
-    out["log_loss"] = float(log_loss(y_true, probs18, labels=list(range(NUM_CLASSES))))
+    # float32 softmax rows sum to 1 only within ~1e-7; renormalise so scikit-learn doesn't warn about it.
+    rows = np.clip(probs18, 1e-15, None)
+    out["log_loss"] = float(log_loss(y_true, rows / rows.sum(axis=1, keepdims=True), labels=list(range(NUM_CLASSES))))
     return out

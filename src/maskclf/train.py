@@ -78,7 +78,7 @@ def _finish(cfg, run_dir, spec, members, sets, device, started, skipped, data, p
     probs = combined_val_probs(members, spec, val_set, device, cfg, progress=progress)
     report = score_probs(val_set.labels, probs, bounds)
     payload = checkpoint_payload(cfg, spec, {n: m.best_state for n, m in members.items()},
-                                 {n: m.spec.heads for n, m in members.items()})
+                                 {n: m.spec.spec.heads for n, m in members.items()})
     best_epoch = max(m.best_epoch for m in members.values())
     payload.update(epoch=best_epoch, score=report["f1"])
     save_checkpoint(run_dir / "best.pt", payload)
