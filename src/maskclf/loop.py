@@ -102,8 +102,11 @@ def _build_parts(cfg: Config, ms: MemberSpec, model, train_set: CropSet, device,
 
 
 def train_member(cfg: Config, ms: MemberSpec, train_set: CropSet, val_set: CropSet, device, run_dir: Path,
-                 tracker, state: dict | None, progress: bool = True) -> Member:
-    """Train one member with early stopping; resumes from `state` (a last.pt) when it belongs to this run."""
+                 tracker, state: dict | None, progress: bool = True, on_epoch=None) -> Member:
+    """Train one member with early stopping; resumes from `state` (a last.pt) when it belongs to this run.
+
+    `on_epoch(member_name, epoch, score)` is called after each validation (tuning uses it to prune trials).
+    """
     t = cfg.train
     model = build_model(cfg.model, ms.spec.heads).to(device)
     model = model.to(memory_format=memory_format(device, t.channels_last))
@@ -154,6 +157,8 @@ def train_member(cfg: Config, ms: MemberSpec, train_set: CropSet, val_set: CropS
         if progress:
             print(f"{prefix}epoch {epoch + 1}/{t.epochs}  loss {stats['loss']:.4f}  val_loss {val_loss:.4f}  "
                   f"val_f1 {score:.4f}{'  *best*' if improved else ''}  {stats['images_per_s']:.0f} img/s")
+        if on_epoch is not None:
+            on_epoch(ms.name, epoch, score)
         if stop:
             break
     model.load_state_dict(member.best_state)

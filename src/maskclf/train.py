@@ -34,8 +34,12 @@ class FitResult:
     val_keys: list[str] = field(repr=False, default_factory=list)
 
 
-def fit(cfg: Config, resume: Path | None = None, progress: bool = True, run_dir: Path | None = None) -> FitResult:
-    """Train as `cfg` says; with `resume`, continue that run from its last checkpoint."""
+def fit(cfg: Config, resume: Path | None = None, progress: bool = True, run_dir: Path | None = None,
+        on_epoch=None) -> FitResult:
+    """Train as `cfg` says; with `resume`, continue that run from its last checkpoint.
+
+    `on_epoch(member, epoch, val_score)` is called after every validation (e.g. to prune a tuning trial).
+    """
     if resume is not None:
         run_dir = Path(resume)
         cfg = load_run_config(run_dir)
@@ -59,7 +63,8 @@ def fit(cfg: Config, resume: Path | None = None, progress: bool = True, run_dir:
     try:
         for member_spec in member_plan(spec, cfg.model.head):
             members[member_spec.name] = train_member(
-                cfg, member_spec, train_set, val_set, device, run_dir, tracker, state, progress=progress)
+                cfg, member_spec, train_set, val_set, device, run_dir, tracker, state, progress=progress,
+                on_epoch=on_epoch)
     finally:
         tracker.close()
     return _finish(cfg, run_dir, spec, members, (train_set, val_set), device, started, skipped, data, progress)
