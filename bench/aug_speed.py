@@ -1,0 +1,79 @@
+"""Images per second of the batched `custom` augmentation vs a per-sample torchvision v2 pipeline on the same crops.
+
+The crops are random uint8 images shaped like the face cache (N, S, S, 3); speed does not depend on content.
+torchvision has no CLAHE, so its pipeline uses RandomEqualize at the same probability as the nearest stand-in.
+Usage: python bench/aug_speed.py [--size 128] [--out 112] [--batch 64] [--batches 20] [--threads 1] [--device cpu]
+
+Measured on the 2-core dev machine, 128 -> 112 px, batch 64, 1 thread, while other jobs shared the cores:
+batched custom 940-1030 images/s, torchvision per-sample 290-300 images/s (3.2-3.4x); on a quieter core the
+batched path alone reached ~1300 images/s (`base`, resize + normalise only: ~2700 images/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torchvision.transforms import v2
+
+from maskclf.transforms import build_augment
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def torchvision_custom(out: int) -> v2.Compose:
+    """The `custom` preset's ops, one image at a time, as torchvision v2 spells them."""
+    return v2.Compose([
+        v2.RandomResizedCrop(out, scale=(0.7, 1.0), antialias=True),
+        v2.RandomApply([v2.RandomAffine(degrees=15, translate=(0.0625, 0.0625), scale=(0.9, 1.1))], p=0.5),
+        v2.RandomHorizontalFlip(0.5),
+        v2.RandomApply([v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.4, hue=0.5)], p=0.8),
+        v2.RandomGrayscale(0.2),
+        v2.RandomApply([v2.RandomChannelPermutation()], p=0.3),
+        v2.RandomEqualize(0.2),
+        v2.RandomApply([v2.GaussianBlur(9, sigma=(0.1, 1.5))], p=0.2),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.RandomApply([v2.GaussianNoise(sigma=0.03)], p=0.2),
+        v2.Normalize(MEAN, STD),
+    ])
+
+
+def images_per_second(step, batches: list[torch.Tensor], sync) -> float:
+    step(batches[0])  # warm-up
+    sync()
+    start = time.perf_counter()
+    for b in batches:
+        step(b)
+    sync()
+    return sum(len(b) for b in batches) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=128, help="side of the cached crops")
+    ap.add_argument("--out", type=int, default=112, help="side of the network input")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--batches", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads for both pipelines")
+    ap.add_argument("--device", default="cpu", help="device of the batched path (torchvision runs on CPU)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    g = torch.Generator().manual_seed(0)
+    crops = torch.randint(0, 256, (args.batches, args.batch, args.size, args.size, 3), generator=g, dtype=torch.uint8)
+
+    aug = build_augment("custom", args.out, MEAN, STD)
+    ours = images_per_second(lambda b: aug(b, g), [c.to(device) for c in crops], sync)
+    tv = torchvision_custom(args.out)
+    per_sample = images_per_second(lambda b: torch.stack([tv(img) for img in b.permute(0, 3, 1, 2)]),
+                                   list(crops), lambda: None)
+    print(f"crops {args.size}px -> {args.out}px, batch {args.batch}, {args.threads} thread(s)")
+    print(f"maskclf batched custom ({device}): {ours:8.0f} images/s")
+    print(f"torchvision v2 per-sample (cpu):  {per_sample:8.0f} images/s")
+    print(f"speed-up: {ours / per_sample:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
