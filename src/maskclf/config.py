@@ -85,6 +85,7 @@ class ModelCfg(_Section):
 
 class AugmentCfg(_Section):
     preset: str = "base"
+    params: dict[str, Any] = Field(default_factory=dict)  # per-op overrides of the preset, e.g. {hflip_p: 0.0}
     mixup: float = Field(0.0, ge=0.0, le=1.0)  # probability of applying Mixup to a batch
     cutmix: float = Field(0.0, ge=0.0, le=1.0)  # probability of applying CutMix to a batch
     cutmix_mode: Literal["box", "vertical"] = "box"

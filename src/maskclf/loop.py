@@ -96,7 +96,7 @@ def _build_parts(cfg: Config, ms: MemberSpec, model, train_set: CropSet, device,
         criterion=criterion, optimizer=optimizer,
         schedule=build_scheduler(optimizer, t.scheduler, t.epochs, steps_per_epoch),
         make_targets=lambda labels, ages: make_targets(labels, ages, ms.spec),
-        augment=build_augment(t.augment.preset, t.input_size, dc["mean"], dc["std"]),
+        augment=build_augment(t.augment.preset, t.input_size, dc["mean"], dc["std"], **t.augment.params),
         mix=mix, scaler=grad_scaler(device, t.amp), ema=ema, accum_steps=t.accum_steps, clip_grad=t.clip_grad,
         amp=t.amp and device.type == "cuda", memory_format=memory_format(device, t.channels_last))
 
