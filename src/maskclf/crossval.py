@@ -1,0 +1,120 @@
+"""`maskclf cv`: person-grouped stratified k-fold, out-of-fold probabilities, fold models for ensembling."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from maskclf.config import Config
+from maskclf.labels import NUM_CLASSES
+from maskclf.metrics import score_probs
+from maskclf.records import bounds_of, load_train
+from maskclf.runs import new_run_dir, read_summary, write_summary
+from maskclf.train import fit
+
+OOF_COLUMNS = ["key", "person", "label", "path"] + [f"p{c}" for c in range(NUM_CLASSES)]
+
+
+@dataclass
+class CVResult:
+    cv_dir: Path
+    oof_f1: float
+    fold_f1: list[float]
+    report: dict
+    fold_checkpoints: list[Path]
+
+
+def fold_dirs(cv_dir: Path) -> list[Path]:
+    """The fold run folders of a cv run, in fold order."""
+    k = json.loads((Path(cv_dir) / "cv.json").read_text())["k"]
+    return [Path(cv_dir) / f"fold{i}" for i in range(k)]
+
+
+def _write_fold_probs(path: Path, keys: list[str], probs: np.ndarray) -> None:
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["key"] + [f"p{c}" for c in range(NUM_CLASSES)])
+        w.writerows([k] + [f"{p:.6g}" for p in row] for k, row in zip(keys, probs))
+
+
+def _read_fold_probs(path: Path) -> dict[str, np.ndarray]:
+    with path.open(newline="") as fh:
+        rows = list(csv.reader(fh))[1:]
+    return {r[0]: np.array([float(x) for x in r[1:]]) for r in rows}
+
+
+def _run_fold(cfg: Config, fold_dir: Path, fold: int, k: int, progress: bool) -> Path:
+    """Train one fold unless it already finished; resume it if it was interrupted. Returns its val probs file."""
+    probs_path = fold_dir / "val.probs.csv"
+    if probs_path.is_file() and (fold_dir / "best.pt").is_file():
+        print(f"fold {fold + 1}/{k}: done already ({fold_dir})")
+        return probs_path
+    if (fold_dir / "last.pt").is_file():
+        print(f"fold {fold + 1}/{k}: resuming {fold_dir}")
+        result = fit(None, resume=fold_dir, progress=progress)
+    else:
+        print(f"fold {fold + 1}/{k}: training")
+        fold_cfg = cfg.model_copy(deep=True)
+        fold_cfg.data.folds, fold_cfg.data.fold = k, fold
+        result = fit(fold_cfg, progress=progress, run_dir=fold_dir)
+    _write_fold_probs(probs_path, result.val_keys, result.val_probs)
+    return probs_path
+
+
+def cross_validate(cfg: Config, k: int, cv_dir: Path | None = None, progress: bool = True) -> CVResult:
+    """Train k folds (each resumable) into `cv_dir`, then write oof.csv and the OOF report."""
+    if cv_dir is None:
+        cv_dir = new_run_dir(cfg.run.out_dir, cfg.run.name if cfg.run.name != "exp" else "cv")
+    cv_dir = Path(cv_dir)
+    cv_dir.mkdir(parents=True, exist_ok=True)
+    meta_path = cv_dir / "cv.json"
+    if meta_path.is_file() and json.loads(meta_path.read_text())["k"] != k:
+        raise ValueError(f"{cv_dir} holds a {json.loads(meta_path.read_text())['k']}-fold run; asked for k={k}")
+    meta_path.write_text(json.dumps({"k": k, "seed": cfg.data.split_seed}))
+    (cv_dir / "cv_config.yaml").write_text(cfg.to_yaml())
+    fold_probs: dict[str, np.ndarray] = {}
+    fold_f1 = []
+    for i, fold_dir in enumerate(fold_dirs(cv_dir)):
+        fold_probs.update(_read_fold_probs(_run_fold(cfg, fold_dir, i, k, progress)))
+        fold_f1.append(read_summary(fold_dir).get("val_f1", float("nan")))
+    data = load_train(cfg.data)
+    records = [r for r in data.records if r.key in fold_probs]
+    probs = np.stack([fold_probs[r.key] for r in records])
+    labels = np.array([r.label for r in records])
+    report = score_probs(labels, probs, bounds_of(cfg.data))
+    _write_oof(cv_dir / "oof.csv", records, probs)
+    (cv_dir / "oof_report.json").write_text(json.dumps(report, indent=1))
+    summary = {"name": cv_dir.name, "kind": "cv", "k": k, "oof_f1": report["f1"], "oof_accuracy": report["accuracy"],
+               "oof_attributes": {a: {"accuracy": v["accuracy"], "f1": v["f1"]} for a, v in report["attributes"].items()},
+               "fold_f1": fold_f1, "backbone": cfg.model.backbone, "images": len(records)}
+    write_summary(cv_dir, summary)
+    return CVResult(cv_dir, report["f1"], fold_f1, report, [d / "best.pt" for d in fold_dirs(cv_dir)])
+
+
+def _write_oof(path: Path, records, probs: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(OOF_COLUMNS)
+        for r, row in zip(records, probs):
+            w.writerow([r.key, r.person, r.label, str(r.path)] + [f"{p:.6g}" for p in row])
+    tmp.replace(path)
+
+
+def read_oof(path: Path) -> tuple[list[dict], np.ndarray]:
+    """Rows (key, person, label, path) and (N, 18) probabilities of an oof.csv."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "oof.csv"
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames != OOF_COLUMNS:
+            raise ValueError(f"{path}: expected columns {OOF_COLUMNS[:5]}..., found {(reader.fieldnames or [])[:5]}...")
+        rows = list(reader)
+    probs = np.array([[float(r[f"p{c}"]) for c in range(NUM_CLASSES)] for r in rows])
+    meta = [{"key": r["key"], "person": r["person"], "label": int(r["label"]), "path": r["path"]} for r in rows]
+    return meta, probs
