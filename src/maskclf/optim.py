@@ -224,7 +224,10 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: NamedCfg, epochs: int
         raise ValueError(f"scheduler '{cfg.name}': unknown param(s) {unknown}; valid params: {valid}")
     if steps_per_epoch < 1 or epochs < 1:
         raise ValueError(f"need epochs >= 1 and steps_per_epoch >= 1, got {epochs} and {steps_per_epoch}")
-    warmup = _number("warmup_epochs", params.pop("warmup_epochs", 0.0), 0.0, epochs - 1e-9)
+    warmup = _number("warmup_epochs", params.pop("warmup_epochs", 0.0), 0.0)
+    if warmup >= epochs:
+        raise ValueError(f"scheduler warm-up ({warmup:g} epochs) must be shorter than training ({epochs} epochs): "
+                         "lower train.scheduler.params.warmup_epochs or raise train.epochs")
     ratio = _number("warmup_lr_ratio", params.pop("warmup_lr_ratio", 0.01), 0.0, 1.0)
     try:
         shape = factory((warmup, float(epochs)), **params)
