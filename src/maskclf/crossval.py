@@ -101,7 +101,7 @@ def _write_oof(path: Path, records, probs: np.ndarray) -> None:
         w = csv.writer(fh)
         w.writerow(OOF_COLUMNS)
         for r, row in zip(records, probs):
-            w.writerow([r.key, r.person, r.label, str(r.path)] + [f"{p:.6g}" for p in row])
+            w.writerow([r.key, r.person, r.label, str(Path(r.path).resolve())] + [f"{p:.6g}" for p in row])
     tmp.replace(path)
 
 

@@ -75,3 +75,71 @@ def find_runs(out_dir: Path) -> list[Path]:
 
 def config_diff(a: Path, b: Path) -> dict[str, tuple[Any, Any]]:
     return diff(load_run_config(a).to_dict(), load_run_config(b).to_dict())
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+IGNORED_KEYS = {"run.name", "run.out_dir", "data.cache_dir"}
+
+
+def runs_table(out_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """One row per run (train, cv fold or cv) and the config keys whose values differ between runs."""
+    rows, configs = [], []
+    base = Path(out_dir)
+    dirs = find_runs(base) + [p.parent for p in base.rglob("cv.json")] if base.is_dir() else []
+    for d in sorted(set(dirs), key=lambda p: str(p)):
+        s = read_summary(d)
+        cfg_path = d / ("config.yaml" if (d / "config.yaml").is_file() else "cv_config.yaml")
+        cfg = _flatten(yaml.safe_load(cfg_path.read_text()) or {}) if cfg_path.is_file() else {}
+        configs.append(cfg)
+        rows.append({
+            "name": str(d.relative_to(base)), "date": s.get("finished", ""),
+            "backbone": s.get("backbone", cfg.get("model.backbone", "")),
+            "val_f1": s.get("val_f1"), "oof_f1": s.get("oof_f1"),
+            "wall_min": round(s["wall_seconds"] / 60, 1) if "wall_seconds" in s else None,
+            "status": "done" if s else ("interrupted" if (d / "last.pt").is_file() else "started"),
+            "_config": cfg,
+        })
+    keys = sorted({k for c in configs for k in c} - IGNORED_KEYS)
+    varying = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1]
+    for r in rows:
+        cfg = r.pop("_config")
+        r.update({k: cfg.get(k) for k in varying})
+    return rows, varying
+
+
+def _cell(v: Any, col: str) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float) and col.endswith("f1"):
+        return f"{v:.4f}"
+    return str(v)
+
+
+def format_runs_table(rows: list[dict[str, Any]], varying: list[str], sort: str = "name") -> str:
+    cols = ["name", "date", "backbone", "val_f1", "oof_f1", "wall_min", "status"] + varying
+    if sort not in cols:
+        raise ValueError(f"cannot sort by '{sort}'; columns: {', '.join(cols)}")
+    numeric = sort in ("val_f1", "oof_f1", "wall_min")
+    rows = sorted(rows, key=lambda r: (r.get(sort) is None, -(r.get(sort) or 0) if numeric else str(r.get(sort))))
+    table = [cols] + [[_cell(r.get(c), c) for c in cols] for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in table)
+
+
+def write_runs_csv(path: Path, rows: list[dict[str, Any]], varying: list[str]) -> None:
+    import csv
+
+    cols = ["name", "date", "backbone", "val_f1", "oof_f1", "wall_min", "status"] + varying
+    with Path(path).open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
