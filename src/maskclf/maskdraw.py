@@ -37,10 +37,6 @@ class MaskStyle:
         if self.pattern not in PATTERNS:
             raise ValueError(f"mask pattern '{self.pattern}' is not one of {list(PATTERNS)}")
 
-    def describe(self) -> str:
-        colour = "#%02x%02x%02x" % tuple(self.color)
-        return f"{self.kind}/{colour}" + ("" if self.pattern == "plain" else f"/{self.pattern}")
-
 
 def _random_color(rng: np.random.Generator) -> tuple[int, int, int]:
     if rng.random() < 0.7:
@@ -66,8 +62,9 @@ def random_style(rng: np.random.Generator) -> MaskStyle:
             if abs(_luma(pattern_color) - _luma(color)) > 50:
                 break
     strap = color if kind == "cloth" else tuple(int(v) for v in rng.integers(200, 250) + rng.integers(-8, 8, 3))
-    return MaskStyle(kind, color, pattern, pattern_color, float(rng.uniform(0.15, 0.4)),
-                     float(rng.choice([0.0, 90.0, 45.0, -45.0, rng.uniform(-90, 90)])), int(rng.integers(1 << 30)), strap)
+    angle = float(rng.choice([0.0, 90.0, 45.0, -45.0, rng.uniform(-90, 90)]))
+    return MaskStyle(kind, color, pattern, pattern_color, float(rng.uniform(0.15, 0.4)), angle,
+                     int(rng.integers(1 << 30)), strap)
 
 
 @dataclass
@@ -130,24 +127,28 @@ class _Frame:
         return self.origin + self.d * (pts[..., :1] * self.u + pts[..., 1:] * self.v)
 
 
+def _jit(rng: np.random.Generator, scale: float) -> float:
+    return float(rng.normal(0, scale))
+
+
 def _shape(face: np.ndarray, placement: str, kind: str, rng: np.random.Generator) -> _Shape:
     nx, ny = face[2]
     mx, my = (face[3] + face[4]) / 2
     mw = abs(face[4, 0] - face[3, 0]) / 2
     ny, my = max(ny, 0.3), max(my, ny + 0.2)
     turn = nx
-    jit = lambda s: float(rng.normal(0, s))  # noqa: E731
     s = _Shape(cx=0.6 * nx + 0.4 * mx, sl=float(np.clip(1 + 0.9 * turn, 0.55, 1.4)),
-               sr=float(np.clip(1 - 0.9 * turn, 0.55, 1.4)), hw=max(1.0, mw + 0.6) * (1 + jit(0.03)),
-               top=0.42 * ny + jit(0.03), arch=0.1, peak=0.0, side=my + 0.05, bottom=1.62 * my + jit(0.04), square=3.5)
+               sr=float(np.clip(1 - 0.9 * turn, 0.55, 1.4)), hw=max(1.0, mw + 0.6) * (1 + _jit(rng, 0.03)),
+               top=0.42 * ny + _jit(rng, 0.03), arch=0.1, peak=0.0, side=my + 0.05,
+               bottom=1.62 * my + _jit(rng, 0.04), square=3.5)
     if kind == "kf94":
         s.top, s.arch, s.peak, s.side, s.square = s.top - 0.04, 0.0, 0.16, ny + 0.15, 2.0
     elif kind == "cloth":
         s.arch, s.side, s.square, s.hw = 0.14, ny + 0.25, 2.3, s.hw * 0.96
     if placement == "nose":
-        s.top, s.arch, s.peak, s.bottom = ny + 0.17 + abs(jit(0.03)), 0.05, s.peak / 2, s.bottom + 0.12
+        s.top, s.arch, s.peak, s.bottom = ny + 0.17 + abs(_jit(rng, 0.03)), 0.05, s.peak / 2, s.bottom + 0.12
     elif placement == "chin":
-        s.top, s.arch, s.peak, s.bottom, s.hw = my + 0.2 + abs(jit(0.03)), 0.05, 0.0, s.bottom + 0.28, s.hw * 0.9
+        s.top, s.arch, s.peak, s.bottom, s.hw = my + 0.2 + abs(_jit(rng, 0.03)), 0.05, 0.0, s.bottom + 0.28, s.hw * 0.9
     s.side = max(s.side, s.top_y(s.hw) + 0.15)
     return s
 

@@ -22,7 +22,8 @@ README = """SYNTHETIC DEMO DATA - not real people.
 
 Every face here is drawn procedurally (ellipses and lines) and every mask is drawn synthetically.
 The folder uses the competition layout (train/train.csv, train/images/<id>_<gender>_<race>_<age>/,
-eval/info.csv, eval/images/, plus eval/gt.csv with the true classes) so the whole pipeline can be
+eval/info.csv, eval/images/, plus eval/gt.csv with the true classes and eval/eval_people.csv saying
+whose image each one is) so the whole pipeline can be
 tried end to end in seconds. Scores on it say nothing about real photos.
 Generated with seed {seed}: {n_train} train people, {n_eval} eval people, {w}x{h} px.
 """
@@ -71,7 +72,8 @@ def _background(w: int, h: int, rng) -> np.ndarray:
         c = tuple(int(v) for v in rng.integers(30, 240, 3))
         x, y = rng.integers(0, w), rng.integers(0, h)
         if rng.random() < 0.5:
-            cv2.rectangle(img, (int(x), int(y)), (int(x + rng.integers(10, w // 2)), int(y + rng.integers(10, h // 2))), c, -1)
+            x1, y1 = x + rng.integers(10, w // 2), y + rng.integers(10, h // 2)
+            cv2.rectangle(img, (int(x), int(y)), (int(x1), int(y1)), c, -1)
         else:
             cv2.circle(img, (int(x), int(y)), int(rng.integers(5, w // 4)), c, -1, cv2.LINE_AA)
     return img
@@ -183,7 +185,8 @@ def _people(n: int, first_id: int, rng: np.random.Generator) -> list[Person]:
     for i in range(n):
         gender, group = divmod(i % 6, 3)
         lo, hi = AGE_RANGES[group]
-        out.append(Person(f"{first_id + i:06d}", gender, int(rng.integers(lo, hi + 1)), RACES[rng.integers(len(RACES))]))
+        age, race = int(rng.integers(lo, hi + 1)), RACES[rng.integers(len(RACES))]
+        out.append(Person(f"{first_id + i:06d}", gender, age, race))
     return out
 
 
