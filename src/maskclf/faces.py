@@ -1,0 +1,258 @@
+"""Face detectors (5-point landmarks), face selection and square face crops."""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps
+
+from maskclf.config import PrepareCfg
+
+# Larger images are shrunk before detection: the detectors are tuned for faces of a few hundred pixels
+# and their cost grows with the image area.
+DETECT_MAX_SIDE = 640
+
+
+@dataclass(frozen=True)
+class Face:
+    """A detected face in image pixel coordinates."""
+
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1
+    score: float  # 0..1 (Haar has no score: always 1.0)
+    landmarks: np.ndarray | None  # (5, 2) x,y: left eye, right eye, nose, left mouth corner, right mouth corner
+
+    @property
+    def area(self) -> float:
+        return max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1])
+
+    def moved(self, scale: float, shift: float) -> Face:
+        """This face in the coordinates x' = x * scale - shift."""
+        box = tuple(float(v * scale - shift) for v in self.box)
+        marks = None if self.landmarks is None else self.landmarks * scale - shift
+        return Face(box, self.score, marks)
+
+
+class Detector(Protocol):
+    def detect(self, img_rgb: np.ndarray) -> list[Face]: ...
+
+
+def _import_single_threaded(module: str):
+    """Import a module whose bundled OpenMP runtime must start with one thread."""
+    saved = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"  # read once, when the runtime loads
+    try:
+        return importlib.import_module(module)
+    finally:
+        if saved is None:
+            del os.environ["OMP_NUM_THREADS"]
+        else:
+            os.environ["OMP_NUM_THREADS"] = saved
+
+
+@contextmanager
+def _one_torch_thread():
+    """Run a block with torch's OpenMP pool at one thread (when torch is loaded)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+class YuFaceDetector:
+    """libfacedetection (yuface wheel, weights compiled in); ~20 ms per image on one CPU core."""
+
+    def __init__(self, device: str = "cpu"):
+        yuface = _import_single_threaded("yuface")
+        self._detect = yuface.c_detect  # raw rows: score(0-100), x, y, w, h, 10 landmark coords, (unused)
+
+    def detect(self, img_rgb: np.ndarray) -> list[Face]:
+        # yuface's OpenMP threads spin-wait: one thread is 4-10x faster than all cores when other processes
+        # share the CPU. Once torch is loaded (it exports its OpenMP runtime globally) yuface uses torch's pool.
+        with _one_torch_thread():
+            rows = self._detect(np.ascontiguousarray(img_rgb[..., ::-1]))
+        # Coordinates are 16-bit; boxes reaching past the top/left edge are negative (wrapped if unsigned).
+        rows = np.asarray(rows).astype(np.int16).astype(np.float64)
+        faces = []
+        for r in rows:
+            x, y, w, h = r[1:5]
+            faces.append(Face((x, y, x + w, y + h), float(r[0]) / 100.0, r[5:15].reshape(5, 2).copy()))
+        return faces
+
+
+class MtcnnDetector:
+    """MTCNN from facenet-pytorch (weights ship in the wheel); ~60 ms per image on CPU."""
+
+    def __init__(self, device: str = "cpu"):
+        from facenet_pytorch import MTCNN
+
+        self._mtcnn = MTCNN(keep_all=True, device=device)
+
+    def detect(self, img_rgb: np.ndarray) -> list[Face]:
+        boxes, probs, points = self._mtcnn.detect(img_rgb, landmarks=True)
+        if boxes is None:
+            return []
+        # Under numpy 2 these can come back as object arrays.
+        boxes, probs = np.asarray(boxes, np.float64), np.asarray(probs, np.float64)
+        points = np.asarray(points, np.float64)
+        return [Face(tuple(b), float(p), m.copy()) for b, p, m in zip(boxes, probs, points)]
+
+
+class HaarDetector:
+    """OpenCV frontal-face Haar cascade: weak (misses masked faces), no landmarks, no score."""
+
+    def __init__(self, device: str = "cpu"):
+        self._cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+        if self._cascade.empty():
+            raise RuntimeError("OpenCV Haar cascade file not found (opencv-python-headless 4.x ships it)")
+
+    def detect(self, img_rgb: np.ndarray) -> list[Face]:
+        gray = cv2.cvtColor(img_rgb, cv2.COLOR_RGB2GRAY)
+        side = int(0.15 * min(gray.shape))
+        found = self._cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(side, side))
+        return [Face((float(x), float(y), float(x + w), float(y + h)), 1.0, None) for x, y, w, h in found]
+
+
+DETECTORS = {"yuface": YuFaceDetector, "mtcnn": MtcnnDetector, "haar": HaarDetector}
+
+
+def build_detector(name: str, device: str = "cpu") -> Detector:
+    """Detector by name (see DETECTORS); `device` matters only for mtcnn."""
+    if name not in DETECTORS:
+        raise ValueError(f"unknown face detector '{name}'; expected one of {sorted(DETECTORS)}")
+    return DETECTORS[name](device=device)
+
+
+def find_face(detector: Detector, img_rgb: np.ndarray, pad: int, min_confidence: float) -> Face | None:
+    """The largest face scoring >= min_confidence, in `img_rgb` coordinates, or None."""
+    h, w = img_rgb.shape[:2]
+    scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
+    small = img_rgb if scale == 1.0 else cv2.resize(img_rgb, (round(w * scale), round(h * scale)),
+                                                    interpolation=cv2.INTER_AREA)
+    # Edge-replicate padding lets detectors find faces that fill a tightly cropped photo.
+    padded = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_REPLICATE) if pad else small
+    faces = [f for f in detector.detect(padded) if f.score >= min_confidence and f.area > 0]
+    if not faces:
+        return None
+    best = max(faces, key=lambda f: f.area)
+    return best.moved(1.0, pad).moved(1.0 / scale, 0.0)
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    """Decode an image file to an HxWx3 uint8 RGB array (EXIF rotation applied); raises on broken files."""
+    with Image.open(path) as im:
+        im = ImageOps.exif_transpose(im)  # also forces a full decode, so truncated files raise here
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def crop_box(shape: tuple[int, ...], face: Face | None, cfg: PrepareCfg) -> tuple[float, float, float]:
+    """Square crop (centre x, centre y, side): the face box grown by `margin`, else the fallback box."""
+    if face is not None:
+        x0, y0, x1, y1 = face.box
+        side = max(x1 - x0, y1 - y0) * (1.0 + cfg.margin)
+    else:
+        h, w = shape[:2]
+        fx0, fy0, fx1, fy1 = cfg.fallback_box
+        x0, y0, x1, y1 = fx0 * w, fy0 * h, fx1 * w, fy1 * h
+        side = max(x1 - x0, y1 - y0)
+    return (x0 + x1) / 2.0, (y0 + y1) / 2.0, side
+
+
+def square_crop(img: np.ndarray, cx: float, cy: float, side: float, size: int) -> np.ndarray:
+    """Crop the square around (cx, cy), replicating edge pixels outside the image, and resize to size x size."""
+    side_px = max(1, round(side))
+    x0, y0 = round(cx - side_px / 2.0), round(cy - side_px / 2.0)
+    h, w = img.shape[:2]
+    left, top = max(0, -x0), max(0, -y0)
+    right, bottom = max(0, x0 + side_px - w), max(0, y0 + side_px - h)
+    if left or top or right or bottom:
+        img = cv2.copyMakeBorder(img, top, bottom, left, right, cv2.BORDER_REPLICATE)
+        x0, y0 = x0 + left, y0 + top
+    patch = img[y0:y0 + side_px, x0:x0 + side_px]
+    interp = cv2.INTER_AREA if side_px > size else cv2.INTER_LINEAR
+    return np.ascontiguousarray(cv2.resize(patch, (size, size), interpolation=interp), dtype=np.uint8)
+
+
+def crop_face(img: np.ndarray, face: Face | None, cfg: PrepareCfg) -> tuple[np.ndarray, bool]:
+    """(size x size x 3 uint8 crop, used_fallback) for an image and its detected face (or None)."""
+    cx, cy, side = crop_box(img.shape, face, cfg)
+    return square_crop(img, cx, cy, side, cfg.size), face is None
+
+
+@dataclass
+class FaceCrop:
+    """The outcome for one image file: a crop, or an error message naming the file."""
+
+    crop: np.ndarray | None
+    face: Face | None
+    fallback: bool
+    error: str | None
+
+
+def process_image(path: Path, detector: Detector | None, cfg: PrepareCfg) -> FaceCrop:
+    """Decode, detect (unless `detector` is None) and crop one file; never raises for a bad file."""
+    try:
+        img = load_rgb(path)
+    except Exception as exc:  # any decoder error: one bad file must not stop the run
+        return FaceCrop(None, None, False, f"{path}: cannot read image ({type(exc).__name__}: {exc})")
+    try:
+        face = find_face(detector, img, cfg.pad, cfg.min_confidence) if detector else None
+    except Exception as exc:
+        return FaceCrop(None, None, False, f"{path}: face detection failed ({type(exc).__name__}: {exc})")
+    crop, fallback = crop_face(img, face, cfg)
+    # Without a detector every image gets the fixed box by design; that is not a fallback.
+    return FaceCrop(crop, face, fallback and detector is not None, None)
+
+
+def detector_for(cfg: PrepareCfg, device: str = "cpu") -> Detector | None:
+    """The detector `cfg.detector` names, or None for "none" (fixed box for every image)."""
+    return None if cfg.detector == "none" else build_detector(cfg.detector, device)
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(cfg: PrepareCfg, device: str) -> None:
+    cv2.setNumThreads(1)
+    if cfg.detector == "mtcnn":
+        import torch
+
+        torch.set_num_threads(1)
+    _WORKER.update(cfg=cfg, detector=detector_for(cfg, device))
+
+
+def _work(path: Path) -> FaceCrop:
+    return process_image(path, _WORKER["detector"], _WORKER["cfg"])
+
+
+def crop_images(paths: Sequence[Path], cfg: PrepareCfg, device: str = "cpu", workers: int = 1) -> Iterator[FaceCrop]:
+    """process_image for each path, in order, in this process or in `workers` spawned processes."""
+    if workers <= 1:
+        detector = detector_for(cfg, device)
+        for p in paths:
+            yield process_image(p, detector, cfg)
+        return
+    # spawn, not fork: forking a process that already runs torch/OpenMP threads can deadlock.
+    with multiprocessing.get_context("spawn").Pool(workers, _init_worker, (cfg, device)) as pool:
+        yield from pool.imap(_work, paths, chunksize=4)
+
+
+def default_workers(n_images: int) -> int:
+    """Worker processes for `n_images`: all cores (at most 4) for big jobs, none for small ones."""
+    # Each spawned worker needs ~1-2 s to import and build its detector.
+    return min(os.cpu_count() or 1, 4) if n_images >= 200 else 1
