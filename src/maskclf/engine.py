@@ -37,13 +37,19 @@ def _to_device(batch, device, memory_format):
     return batch.to(device, non_blocking=True).contiguous(memory_format=memory_format)
 
 
+def batches_per_epoch(n: int, batch_size: int) -> int:
+    """Batches `train_one_epoch` runs over n samples: a partial last batch is dropped unless it is the only one."""
+    return n // batch_size if n > batch_size else 1 if n else 0
+
+
 def train_one_epoch(model, data: CropSet, order: np.ndarray, batch_size: int, parts: StepParts,
                     device: torch.device, generator: torch.Generator, desc: str = "train",
                     progress: bool = True) -> dict[str, float]:
     """Train over `order` once; returns mean loss, per-head losses, images/s and the last learning rate."""
     model.train()
     total, n_seen, head_sums = 0.0, 0, {}
-    n_batches = (len(order) + batch_size - 1) // batch_size
+    # Dropping a small last batch keeps BatchNorm away from 1-image batches.
+    n_batches = batches_per_epoch(len(order), batch_size)
     bar = tqdm(iterate(data, order, batch_size, drop_last=len(order) > batch_size), total=n_batches,
                desc=desc, unit="batch", disable=not progress, leave=False)
     start = time.perf_counter()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from queue import Queue
+from queue import Empty, Queue
 
 import numpy as np
 import torch
@@ -50,14 +50,31 @@ def iterate(data: CropSet, order: np.ndarray, batch_size: int, drop_last: bool =
             yield make(s)
         return
     queue: Queue = Queue(maxsize=2)
+    stop = threading.Event()
 
     def worker() -> None:
-        for s in starts:
-            queue.put(make(s))
+        try:
+            for s in starts:
+                if stop.is_set():
+                    return
+                queue.put(make(s))
+        except BaseException as exc:  # hand it to the consumer, which would otherwise wait forever
+            queue.put(exc)
+            return
         queue.put(None)
 
     thread = threading.Thread(target=worker, daemon=True)
     thread.start()
-    while (item := queue.get()) is not None:
-        yield item
-    thread.join()
+    try:
+        while (item := queue.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:  # also when the consumer stops early: unblock the worker so it ends
+        stop.set()
+        while thread.is_alive():
+            try:
+                queue.get(timeout=0.05)
+            except Empty:
+                pass
+        thread.join()
