@@ -36,6 +36,12 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
         raise
 
 
+def remove_partial_saves(folder: Path) -> None:
+    """Delete the temp files of checkpoint saves that a killed process never finished."""
+    for tmp in Path(folder).glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load with `weights_only=True` (tensors, numbers, strings, lists, dicts only) and check the format."""
     path = Path(path)

@@ -15,7 +15,7 @@ from sklearn.metrics import f1_score
 
 from maskclf.checkpoint import save_checkpoint
 from maskclf.config import Config
-from maskclf.engine import StepParts, predict_outputs, train_one_epoch
+from maskclf.engine import StepParts, batches_per_epoch, predict_outputs, train_one_epoch
 from maskclf.labels import HEADS, combine_probs, decode
 from maskclf.loader import CropSet, epoch_order
 from maskclf.losses import build_criterion
@@ -102,8 +102,10 @@ def _build_parts(cfg: Config, ms: MemberSpec, model, train_set: CropSet, device,
 
 
 def train_member(cfg: Config, ms: MemberSpec, train_set: CropSet, val_set: CropSet, device, run_dir: Path,
-                 tracker, state: dict | None, progress: bool = True, on_epoch=None) -> Member:
-    """Train one member with early stopping; resumes from `state` (a last.pt) when it belongs to this run.
+                 tracker, state: dict, progress: bool = True, on_epoch=None) -> Member:
+    """Train one member with early stopping; resumes from `state` (a loaded last.pt, or {} for a fresh run).
+
+    Finished members are recorded in `state["done_members"]`, so every later last.pt lists them.
 
     `on_epoch(member_name, epoch, score)` is called after each validation (tuning uses it to prune trials).
     """
@@ -112,17 +114,17 @@ def train_member(cfg: Config, ms: MemberSpec, train_set: CropSet, val_set: CropS
     model = model.to(memory_format=memory_format(device, t.channels_last))
     dc = model.data_config
     member = Member(ms, model, build_eval_transform(t.input_size, dc["mean"], dc["std"]))
-    done = (state or {}).get("done_members", {})
+    done = state.get("done_members", {})
     if ms.name in done:  # finished before the interruption: restore, don't retrain
         _restore_done(member, done[ms.name])
         return member
     sampler = build_sampler(t.sampler, train_set.labels, t.seed)
     n_per_epoch = len(epoch_order(len(train_set), t.seed, 0, sampler))
-    steps = max(1, math.ceil(math.ceil(n_per_epoch / t.batch_size) / t.accum_steps))
+    steps = max(1, math.ceil(batches_per_epoch(n_per_epoch, t.batch_size) / t.accum_steps))
     parts = _build_parts(cfg, ms, model, train_set, device, steps)
     train_model = torch.compile(model) if t.compile else model
     start, bad_epochs = 0, 0
-    if state is not None and state.get("member") == ms.name:
+    if state.get("member") == ms.name:
         start, bad_epochs = _restore_running(member, parts, state)
     budget_s = t.time_budget_min * 60 if t.time_budget_min else None
     prefix = "" if ms.name == "main" else f"{ms.name}/"
@@ -197,7 +199,7 @@ def _grid(val_set: CropSet, preds: np.ndarray, names: list[str], n: int = 16):
 def _save_last(run_dir, cfg, member: Member, parts: StepParts, epoch, bad_epochs, state, finished: bool) -> None:
     from maskclf.train import checkpoint_payload
 
-    done = dict((state or {}).get("done_members", {}))
+    done = dict(state.get("done_members", {}))
     info = {"best_state": member.best_state, "best_score": member.best_score, "best_epoch": member.best_epoch,
             "epochs_run": member.epochs_run, "stop_reason": member.stop_reason,
             "images_trained": member.images_trained, "train_seconds": member.train_seconds}
@@ -209,10 +211,10 @@ def _save_last(run_dir, cfg, member: Member, parts: StepParts, epoch, bad_epochs
         member=None if finished else member.spec.name, epoch=epoch, score=member.best_score, bad_epochs=bad_epochs,
         running=info, done_members=done, optimizer=parts.optimizer.state_dict(),
         schedule=parts.schedule.state_dict(), scaler=parts.scaler.state_dict() if parts.scaler else {},
-        ema=parts.ema.state_dict() if parts.ema is not None else {}, rng_torch=torch.get_rng_state())
+        ema=parts.ema.state_dict() if parts.ema is not None else {}, rng_torch=torch.get_rng_state(),
+        rng_cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
     save_checkpoint(Path(run_dir) / "last.pt", payload)
-    if state is not None:
-        state["done_members"] = done
+    state["done_members"] = done
 
 
 def _restore_done(member: Member, info: dict) -> None:
@@ -234,6 +236,8 @@ def _restore_running(member: Member, parts: StepParts, state: dict) -> tuple[int
     if parts.ema is not None and state.get("ema"):
         parts.ema.load_state_dict(state["ema"])
     torch.set_rng_state(state["rng_torch"])
+    if state.get("rng_cuda") and torch.cuda.is_available():  # dropout on the GPU draws from these
+        torch.cuda.set_rng_state_all(state["rng_cuda"])
     return state["epoch"] + 1, state["bad_epochs"]
 
 

@@ -11,15 +11,15 @@ import torch
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch; `deterministic` also asks torch for deterministic kernels (warning otherwise)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+    # Process-wide switches: set them both ways, so an earlier deterministic run does not leak into this one.
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-    elif torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = True
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.benchmark = not deterministic and torch.cuda.is_available()
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -56,7 +56,3 @@ def grad_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScaler:
 def memory_format(device: torch.device, channels_last: bool) -> torch.memory_format:
     return torch.channels_last if channels_last and device.type == "cuda" else torch.contiguous_format
 
-
-def distributed_info() -> tuple[int, int]:
-    """(rank, world_size) from torchrun's environment; (0, 1) when not distributed."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))

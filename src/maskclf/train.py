@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from maskclf import __version__
-from maskclf.checkpoint import load_checkpoint, save_checkpoint
+from maskclf.checkpoint import load_checkpoint, remove_partial_saves, save_checkpoint
 from maskclf.config import Config
 from maskclf.data import crops_for, load_split
 from maskclf.labels import class_names
@@ -43,6 +43,7 @@ def fit(cfg: Config, resume: Path | None = None, progress: bool = True, run_dir:
     if resume is not None:
         run_dir = Path(resume)
         cfg = load_run_config(run_dir)
+        remove_partial_saves(run_dir)
     elif run_dir is None:
         run_dir = new_run_dir(cfg.run.out_dir, cfg.run.name)
     else:
@@ -57,7 +58,8 @@ def fit(cfg: Config, resume: Path | None = None, progress: bool = True, run_dir:
     split = load_split(cfg.data, data.records, run_dir)
     train_set, val_set, skipped = crops_for(cfg, data, split, progress=progress)
     spec = head_spec(cfg.model.head, cfg.model.age, bounds, cfg.model.age_bin_width)
-    state = _resume_state(run_dir) if resume is not None else None
+    # Finished members are recorded here too, so a later last.pt still names them as done.
+    state = (_resume_state(run_dir) if resume is not None else None) or {}
     tracker = Tracker(run_dir, cfg.run.tensorboard, cfg.run.wandb, cfg.to_dict())
     members: dict[str, Member] = {}
     try:

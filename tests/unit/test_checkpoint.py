@@ -1,0 +1,108 @@
+import os
+import pickle
+
+import pytest
+import torch
+
+from maskclf import __version__
+from maskclf.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
+from maskclf.predict import load_model
+
+
+def _payload():
+    return {"models": {"main": {"w": torch.arange(6.0).reshape(2, 3)}}, "epoch": 3, "score": 0.5,
+            "config": "{}", "names": ["a", "b"]}
+
+
+def test_round_trip_adds_format_and_version(tmp_path):
+    path = tmp_path / "sub" / "c.pt"
+    save_checkpoint(path, _payload())
+    data = load_checkpoint(path)
+    assert data["format"] == FORMAT and data["version"] == __version__
+    assert data["epoch"] == 3 and data["names"] == ["a", "b"]
+    assert torch.equal(data["models"]["main"]["w"], torch.arange(6.0).reshape(2, 3))
+    assert sorted(p.name for p in path.parent.iterdir()) == ["c.pt"]  # no temp file left behind
+
+
+def test_a_run_folder_resolves_to_best_then_last(tmp_path):
+    save_checkpoint(tmp_path / "last.pt", {**_payload(), "epoch": 7})
+    assert load_checkpoint(tmp_path)["epoch"] == 7
+    save_checkpoint(tmp_path / "best.pt", {**_payload(), "epoch": 2})
+    assert load_checkpoint(tmp_path)["epoch"] == 2
+
+
+def test_failed_save_keeps_the_previous_file_whole(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, _payload())
+    good = path.read_bytes()
+
+    def dies_halfway(obj, fh):
+        fh.write(b"PK\x03\x04 half a zip")
+        raise KeyboardInterrupt  # e.g. Ctrl-C in the middle of writing
+
+    monkeypatch.setattr(torch, "save", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, {**_payload(), "epoch": 4})
+    assert path.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def _error(path) -> str:
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value)
+    return str(info.value)
+
+
+def test_missing_file(tmp_path):
+    assert "not found" in _error(tmp_path / "nope.pt")
+
+
+def test_truncated_file(tmp_path):
+    path = tmp_path / "best.pt"
+    save_checkpoint(path, _payload())
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    assert "not a readable maskclf checkpoint" in _error(path)
+
+
+def test_random_bytes(tmp_path):
+    path = tmp_path / "best.pt"
+    path.write_bytes(os.urandom(4096))
+    assert "not a readable maskclf checkpoint" in _error(path)
+
+
+class Boom:
+    """Unpickling this would run code; a safe loader must refuse it."""
+
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_pickled_object_is_refused_without_running_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name, obj in [("torch.pt", {"format": FORMAT, "x": Boom()}), ("raw.pt", Boom())]:
+        path = tmp_path / name
+        if name == "torch.pt":
+            torch.save(obj, path)
+        else:
+            path.write_bytes(pickle.dumps(obj))
+        assert "not a readable maskclf checkpoint" in _error(path)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_a_plain_state_dict_is_not_a_checkpoint(tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save({"w": torch.zeros(2)}, path)
+    assert f"expected format '{FORMAT}'" in _error(path)
+    torch.save([1, 2], path)
+    assert f"expected format '{FORMAT}'" in _error(path)
+
+
+def test_load_model_names_the_file_for_a_checkpoint_missing_fields(tmp_path):
+    path = tmp_path / "best.pt"
+    save_checkpoint(path, {"epoch": 1})
+    with pytest.raises(CheckpointError, match="missing or has a malformed field") as info:
+        load_model(path, torch.device("cpu"))
+    assert str(path) in str(info.value)
