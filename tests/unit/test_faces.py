@@ -1,0 +1,120 @@
+import numpy as np
+import pytest
+
+from maskclf.config import PrepareCfg
+from maskclf.faces import (DETECTORS, Face, build_detector, crop_face, find_face, load_rgb, process_image,
+                           square_crop)
+
+
+def _normal_image(tiny_data):
+    return load_rgb(sorted((tiny_data / "train" / "images").glob("*/normal.jpg"))[0])
+
+
+def _check_landmarks(face: Face):
+    marks = face.landmarks
+    assert marks.shape == (5, 2)
+    left_eye, right_eye, nose, mouth_l, mouth_r = marks
+    assert left_eye[0] < right_eye[0] and mouth_l[0] < mouth_r[0]
+    assert max(left_eye[1], right_eye[1]) < nose[1] < min(mouth_l[1], mouth_r[1])
+    x0, y0, x1, y1 = face.box
+    assert (marks[:, 0] > x0).all() and (marks[:, 0] < x1).all()
+    assert (marks[:, 1] > y0).all() and (marks[:, 1] < y1).all()
+
+
+@pytest.mark.parametrize("name", ["yuface", "mtcnn"])
+def test_detector_finds_face_with_landmarks(tiny_data, name):
+    img = _normal_image(tiny_data)
+    face = find_face(build_detector(name), img, pad=60, min_confidence=0.5)
+    assert face is not None and face.score >= 0.5
+    _check_landmarks(face)
+    # The face fills most of this 200x200 UTKFace crop.
+    assert face.area > 0.4 * img.shape[0] * img.shape[1]
+
+
+def test_haar_finds_unmasked_face_without_landmarks(tiny_data):
+    face = find_face(build_detector("haar"), _normal_image(tiny_data), pad=60, min_confidence=0.5)
+    assert face is not None and face.landmarks is None
+
+
+def test_unknown_detector_lists_valid_names():
+    with pytest.raises(ValueError, match="expected one of") as err:
+        build_detector("retina")
+    for name in DETECTORS:
+        assert name in str(err.value)
+
+
+class _FakeDetector:
+    """Returns fixed faces (in the coordinates of the image it is given) and records that image's shape."""
+
+    def __init__(self, faces):
+        self.faces, self.seen = faces, None
+
+    def detect(self, img_rgb):
+        self.seen = img_rgb.shape
+        return self.faces
+
+
+def test_find_face_undoes_padding_and_picks_largest_confident_face():
+    small = Face((12, 12, 20, 20), 0.99, None)
+    big = Face((15, 15, 45, 45), 0.95, np.full((5, 2), 30.0))
+    weak = Face((0, 0, 60, 60), 0.5, None)
+    det = _FakeDetector([small, big, weak])
+    face = find_face(det, np.zeros((40, 50, 3), np.uint8), pad=10, min_confidence=0.9)
+    assert det.seen == (60, 70, 3)
+    assert face.box == (5, 5, 35, 35) and face.score == 0.95
+    np.testing.assert_allclose(face.landmarks, 20.0)
+    assert find_face(_FakeDetector([weak]), np.zeros((40, 50, 3), np.uint8), 10, 0.9) is None
+
+
+def test_find_face_scales_large_images_back():
+    det = _FakeDetector([Face((100, 50, 200, 150), 1.0, None)])
+    face = find_face(det, np.zeros((1280, 1920, 3), np.uint8), pad=0, min_confidence=0.5)
+    assert det.seen == (427, 640, 3)
+    np.testing.assert_allclose(face.box, (300, 150, 600, 450))
+
+
+def _ramp(h, w):
+    """An image whose every pixel is distinct in (R, G): crops can be compared exactly."""
+    ys, xs = np.mgrid[0:h, 0:w]
+    return np.stack([xs % 256, ys % 256, (xs + ys) % 256], axis=-1).astype(np.uint8)
+
+
+def test_crop_face_with_margin_is_the_grown_square():
+    img = _ramp(100, 200)
+    cfg = PrepareCfg(size=60, margin=0.5)
+    # 40x40 box centred at (70, 40), grown by 50 % -> 60x60 square from (40, 10).
+    crop, fallback = crop_face(img, Face((50, 20, 90, 60), 0.99, None), cfg)
+    assert not fallback
+    np.testing.assert_array_equal(crop, img[10:70, 40:100])
+
+
+def test_crop_face_without_face_uses_square_fallback_box():
+    img = _ramp(100, 200)
+    cfg = PrepareCfg(size=100, fallback_box=(0.25, 0.1, 0.75, 0.9))
+    # Box x 50..150, y 10..90 -> square of side 100 on the same centre (100, 50): x 50..150, y 0..100.
+    crop, fallback = crop_face(img, None, cfg)
+    assert fallback
+    np.testing.assert_array_equal(crop, img[0:100, 50:150])
+
+
+def test_square_crop_replicates_edges_and_resizes():
+    img = _ramp(50, 50)
+    crop = square_crop(img, cx=0, cy=0, side=20, size=20)
+    np.testing.assert_array_equal(crop[:10, :10], np.broadcast_to(img[0, 0], (10, 10, 3)))
+    np.testing.assert_array_equal(crop[10:, 10:], img[:10, :10])
+    small = square_crop(img, 25, 25, 50, 16)
+    assert small.shape == (16, 16, 3) and small.dtype == np.uint8
+
+
+def test_process_image_reports_unreadable_files_by_name(tmp_path, tiny_data):
+    good = sorted((tiny_data / "train" / "images").glob("*/mask1.jpg"))[0]
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(good.read_bytes()[:2000])
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    cfg = PrepareCfg(detector="none")
+    for path in (truncated, text, tmp_path / "missing.jpg"):
+        out = process_image(path, None, cfg)
+        assert out.crop is None and str(path) in out.error and "cannot read image" in out.error
+    ok = process_image(good, None, cfg)
+    assert ok.error is None and ok.crop.shape == (128, 128, 3) and not ok.fallback
