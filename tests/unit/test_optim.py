@@ -156,7 +156,7 @@ def test_state_dict_resumes_identical_curve(name, params):
         ("cosine", {"eta_min": 0}, "unknown param(s) ['eta_min']; valid params: ['min_lr_ratio', 'restart_epochs'"),
         ("step", {}, "scheduler 'step': invalid params {}"),
         ("step", {"step_size": 0}, "'step_size' must be a number"),
-        ("cosine", {"warmup_epochs": 10}, "'warmup_epochs' must be a number in [0.0, 9.999"),
+        ("cosine", {"warmup_epochs": 10}, "warm-up (10 epochs) must be shorter than training (10 epochs)"),
     ],
 )
 def test_build_scheduler_errors(name, params, message):
