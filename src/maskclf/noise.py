@@ -117,7 +117,7 @@ def describe(s: Suspect, bounds: AgeBounds = AgeBounds()) -> tuple[str, str]:
         names = bounds.names()
         now = f"{names[s.current]}" + (f" ({s.age})" if s.age is not None else "")
         return now, f"{names[s.suggested]} ({suggested_age(s, bounds)})"
-    return "normal/incorrect as labelled", "normal and incorrect_mask swapped"
+    return "as labelled", "normal <-> incorrect mask swapped"
 
 
 def write_overrides(suspects: list[Suspect], path: Path, bounds: AgeBounds = AgeBounds()) -> Path:

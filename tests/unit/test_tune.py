@@ -18,8 +18,9 @@ def write_space(tmp_path: Path, text: str) -> Path:
 
 
 def test_load_space_reads_exponent_floats_and_keeps_order(tmp_path):
-    space = load_space(write_space(tmp_path, "train.optimizer.name: {type: categorical, choices: [sgd, adamw]}\n"
-                                             "train.optimizer.params.lr: {type: float, low: 1e-4, high: 1e-2, log: true}\n"))
+    space = load_space(write_space(tmp_path, (
+        "train.optimizer.name: {type: categorical, choices: [sgd, adamw]}\n"
+        "train.optimizer.params.lr: {type: float, low: 1e-4, high: 1e-2, log: true}\n")))
     assert list(space) == ["train.optimizer.name", "train.optimizer.params.lr"]
     assert space["train.optimizer.params.lr"]["low"] == 1e-4
 
