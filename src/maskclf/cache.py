@@ -192,17 +192,17 @@ class FaceCache:
             todo, done, counts = self._plan(records, root)
             if workers is None:
                 workers = default_workers(len(todo))
-            bar = tqdm(total=len(todo), unit="img", desc="prepare", disable=not progress)
             batch = []
-            for item, result in zip(todo, crop_images([p for _, p, _ in todo], cfg, device, workers)):
-                batch.append((item[0], item[2], result))
-                bar.update()
-                if len(batch) == cfg.chunk:
-                    self._commit(batch)
-                    batch = []
+            results = crop_images([p for _, p, _ in todo], cfg, device, workers)
+            with tqdm(total=len(todo), unit="img", desc="prepare", disable=not progress) as bar:
+                for (key, _, stamp), result in zip(todo, results):
+                    batch.append((key, stamp, result))
+                    bar.update()
+                    if len(batch) == cfg.chunk:
+                        self._commit(batch)
+                        batch = []
             if batch:
                 self._commit(batch)
-            bar.close()
             self._compact_if_needed(cfg.chunk)
         keys = done | {k for k, _, _ in todo}
         entries, failed = self._index["entries"], self._index["failed"]
