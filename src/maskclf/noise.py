@@ -101,12 +101,18 @@ def rank_label_noise(oof_rows: list[dict]) -> list[Suspect]:
     return sorted(suspects, key=lambda s: (-s.score, s.person, s.kind))
 
 
+def _known_age(s: Suspect, bounds: AgeBounds) -> int | None:
+    """The folder-name age, unless it falls outside the labelled group (the label was fixed after naming)."""
+    return s.age if s.age is not None and bounds.group(s.age) == s.current else None
+
+
 def suggested_age(s: Suspect, bounds: AgeBounds) -> int:
     """Years to write for an age suspect: the age nearest the person's current one inside the suggested group."""
     lo, hi = [(1, bounds.young - 1), (bounds.young, bounds.old - 1), (bounds.old, 129)][s.suggested]
-    if s.age is None:  # no age known: a typical adult age inside the group
+    age = _known_age(s, bounds)
+    if age is None:  # no age known: a typical adult age inside the group
         return [max(lo, bounds.young - 5), (lo + hi) // 2, bounds.old + 5][s.suggested]
-    return int(min(max(s.age, lo), hi))
+    return int(min(max(age, lo), hi))
 
 
 def describe(s: Suspect, bounds: AgeBounds = AgeBounds()) -> tuple[str, str]:
@@ -114,9 +120,9 @@ def describe(s: Suspect, bounds: AgeBounds = AgeBounds()) -> tuple[str, str]:
     if s.kind == "gender":
         return GENDER_NAMES[s.current], GENDER_NAMES[s.suggested]
     if s.kind == "age":
-        names = bounds.names()
-        now = f"{names[s.current]}" + (f" ({s.age})" if s.age is not None else "")
-        return now, f"{names[s.suggested]} ({suggested_age(s, bounds)})"
+        names, age = bounds.names(), _known_age(s, bounds)
+        return names[s.current] + (f" ({age})" if age is not None else ""), \
+            f"{names[s.suggested]} ({suggested_age(s, bounds)})"
     return "as labelled", "normal <-> incorrect mask swapped"
 
 
