@@ -113,6 +113,9 @@ def predict(checkpoint: Path, eval_dir: Path, out: Path | None = None, tta: str 
     if scan.fatal:
         raise ValueError(f"{ev}: " + "; ".join(str(p) for p in scan.problems if p.fatal)[:2000])
     images, kept, skipped = cached_crops(scan.records, root, loaded.cfg.prepare, loaded.cfg.data.cache_dir, progress)
+    if scan.records and not kept:
+        path, reason = next(iter(skipped.items()))
+        raise ValueError(f"{ev}: none of the {len(scan.records)} eval images could be read (e.g. {path}: {reason})")
     probs = predict_probs(loaded, images, dev, tta, batch_size, progress)
     ids = [r.key for r in scan.records]
     full = _fill_missing(ids, [r.key for r in kept], probs, skipped)

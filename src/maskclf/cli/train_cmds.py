@@ -52,10 +52,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def format_summary(s: dict) -> str:
     attrs = "  ".join(f"{k} acc {v['accuracy']:.3f} F1 {v['f1']:.3f}" for k, v in s["val_attributes"].items())
+    stops = "; ".join(m["stopped"] if n == "main" else f"{n}: {m['stopped']}" for n, m in s["members"].items())
     return "\n".join([
         f"run {s['name']}: {s['backbone']} ({s['head']} heads, age {s['age']}) on {s['device']}",
         f"  best epoch {s['best_epoch'] + 1} of {s['epochs_run']}  val macro F1 {s['val_f1']:.4f}  "
         f"accuracy {s['val_accuracy']:.4f}",
+        f"  stopped: {stops}",
         f"  {attrs}",
         f"  {s['train_images']} train / {s['val_images']} val images, {s['images_per_s']:.0f} img/s, "
         f"wall {s['wall_seconds'] / 60:.1f} min" + (f", {len(s['skipped_images'])} unreadable skipped"
