@@ -1,0 +1,373 @@
+"""Training throughput: the competition baseline's JPEG data path vs maskclf's face-crop cache vs the compute limit.
+
+One run, the same images, model (timm resnet18 + one 18-class head), square input size and batch size for all:
+- baseline: a torch Dataset that opens each 384x512 JPEG with PIL and applies Resize + ToTensor + Normalize per
+  sample, every epoch, through a DataLoader with worker processes (the baseline's BaseAugmentation; it resized
+  to 128x96, here to the same square size as the other paths so the model cost is identical);
+- maskclf: `iterate` over the in-RAM uint8 face crops + the batched `custom` augmentation (the engine's path);
+- compute limit: the same training step on random tensors already in memory.
+Loaders alone (no model) and full training steps are measured in interleaved rounds (median reported), then
+`prepare` (MTCNN on the 384x512 images) once, and batch prediction on the cached crops in every round.
+
+Usage: python bench/speed.py [--quick] [--images N] [--data DATA_DIR] [--out-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import itertools
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms as T
+
+from maskclf.config import ModelCfg, PrepareCfg, TrainCfg
+from maskclf.data import cached_crops, to_cropset
+from maskclf.dataset import scan_train
+from maskclf.faces import default_workers
+from maskclf.engine import StepParts, predict_outputs, train_one_epoch
+from maskclf.loader import epoch_order, iterate
+from maskclf.losses import build_criterion
+from maskclf.model import build_model
+from maskclf.optim import build_optimizer, build_scheduler
+from maskclf.prepare import prepare
+from maskclf.targets import head_spec, make_targets
+from maskclf.transforms import build_augment, build_eval_transform
+
+BENCH = Path(__file__).resolve().parent
+DEFAULT_DATA = Path(os.environ.get("MASKCLF_DATA", BENCH.parents[1] / "shared" / "data")) / "utkmask"
+COMPETITION_SIZE = (384, 512)  # width, height of the competition's photos
+JPEG_QUALITY = 95
+BASELINE_MEAN, BASELINE_STD = (0.548, 0.504, 0.479), (0.237, 0.247, 0.246)  # the baseline's dataset statistics
+CPU = torch.device("cpu")
+MARKERS = ("<!-- speed:begin -->", "<!-- speed:end -->")
+
+
+@dataclass(frozen=True)
+class Settings:
+    images: int = 2000
+    batch: int = 64
+    size: int = 112  # network input side for every path
+    rounds: int = 3
+    train_batches: int = 8  # timed training steps per path and round
+    workers: int = 2  # baseline DataLoader worker processes
+    threads: int = 2  # torch intra-op threads of the main process
+    min_seconds: float = 2.0  # loader-only measurements repeat whole epochs for at least this long
+
+
+QUICK = Settings(images=28, batch=4, size=64, rounds=1, train_batches=1, min_seconds=0.1)
+
+
+def to_competition_size(src: Path, dst: Path) -> None:
+    """A 200x200 face photo as a 384x512 portrait: upscaled to 384x384, edge rows replicated above and below."""
+    w, h = COMPETITION_SIZE
+    with Image.open(src) as im:
+        img = np.asarray(im.convert("RGB").resize((w, w), Image.BICUBIC))
+    top = (h - w) // 2
+    img = cv2.copyMakeBorder(img, top, h - w - top, 0, 0, cv2.BORDER_REPLICATE)
+    Image.fromarray(img).save(dst, quality=JPEG_QUALITY)
+
+
+def make_competition_images(src: Path, dst: Path, n_images: int, seed: int = 0) -> float:
+    """Copy ceil(n/7) random people of `src` into `dst` (competition layout) at 384x512; returns mean KiB per file."""
+    with (src / "train" / "train.csv").open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields, rows = reader.fieldnames, list(reader)
+    n_people = min(len(rows), -(-n_images // 7))
+    rows = [rows[i] for i in sorted(np.random.default_rng(seed).choice(len(rows), n_people, replace=False))]
+    (dst / "train").mkdir(parents=True)
+    with (dst / "train" / "train.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    sizes = []
+    for row in rows:
+        out = dst / "train" / "images" / row["path"]
+        out.mkdir(parents=True)
+        for f in sorted((src / "train" / "images" / row["path"]).iterdir()):
+            to_competition_size(f, out / f.name)
+            sizes.append((out / f.name).stat().st_size)
+    return float(np.mean(sizes)) / 1024
+
+
+class BaselineDataset(Dataset):
+    """The competition baseline's dataset: open the JPEG with PIL and transform it, per sample, every epoch."""
+
+    def __init__(self, paths: list[Path], labels: list[int], transform):
+        self.paths, self.labels, self.transform = paths, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        return self.transform(Image.open(self.paths[i])), self.labels[i]
+
+
+def baseline_loader(paths: list[Path], labels: list[int], s: Settings) -> DataLoader:
+    transform = T.Compose([T.Resize((s.size, s.size), T.InterpolationMode.BILINEAR), T.ToTensor(),
+                           T.Normalize(BASELINE_MEAN, BASELINE_STD)])
+    return DataLoader(BaselineDataset(paths, labels, transform), batch_size=s.batch, shuffle=True,
+                      num_workers=s.workers, drop_last=True)
+
+
+def build_training(s: Settings, seed: int = 0) -> tuple[nn.Module, StepParts]:
+    """A fresh resnet18 with maskclf's default single head, loss, optimiser, schedule and `custom` augmentation."""
+    torch.manual_seed(seed)
+    spec, t = head_spec("single", "classes"), TrainCfg()
+    model = build_model(ModelCfg(backbone="resnet18"), spec.heads)
+    optimizer = build_optimizer(model, t.optimizer)
+    dc = model.data_config
+    parts = StepParts(criterion=build_criterion(spec.heads, t.loss, {}, {}, {}, False, False), optimizer=optimizer,
+                      schedule=build_scheduler(optimizer, t.scheduler, t.epochs, 1000),
+                      make_targets=lambda labels, ages: make_targets(labels, ages, spec),
+                      augment=build_augment("custom", s.size, dc["mean"], dc["std"]))
+    return model, parts
+
+
+def loader_rate(epoch, min_seconds: float) -> float:
+    """Images/s of `epoch()` (which returns the images it produced), repeating epochs for at least min_seconds."""
+    n, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < min_seconds or n == 0:
+        n += epoch()
+    return n / elapsed
+
+
+def maskclf_epoch(data, s: Settings, augment, counter) -> int:
+    """One epoch of maskclf's loader: gathered uint8 batches, augmented on the CPU unless `augment` is None."""
+    n, gen = 0, torch.Generator().manual_seed(0)
+    for images, labels, _ in iterate(data, epoch_order(len(data), 0, next(counter)), s.batch, drop_last=True):
+        if augment is not None:
+            augment(images, generator=gen)
+        n += len(labels)
+    return n
+
+
+def baseline_train_rate(model: nn.Module, optimizer, loader: DataLoader, s: Settings) -> float:
+    """The baseline's training loop; the first 2 x workers batches (filling the prefetch queue) are not timed."""
+    model.train()
+    criterion, warm, n = nn.CrossEntropyLoss(), 2 * s.workers, 0
+    for i, (x, y) in enumerate(loader):
+        if i == warm:
+            start = time.perf_counter()
+        optimizer.zero_grad()
+        loss = criterion(model(x)["cls"], y)
+        loss.backward()
+        optimizer.step()
+        loss.item()
+        n += len(y) if i >= warm else 0
+        if i + 1 == warm + s.train_batches:
+            break
+    return n / (time.perf_counter() - start)
+
+
+def maskclf_train_rate(model: nn.Module, parts: StepParts, data, s: Settings, epoch: int) -> float:
+    """`train_one_epoch` over train_batches batches, after one untimed warm-up batch."""
+    order, gen = epoch_order(len(data), 0, epoch), torch.Generator().manual_seed(epoch)
+    train_one_epoch(model, data, order[:s.batch], s.batch, parts, CPU, gen, progress=False)
+    n = s.batch * s.train_batches
+    start = time.perf_counter()
+    train_one_epoch(model, data, order[:n], s.batch, parts, CPU, gen, progress=False)
+    return n / (time.perf_counter() - start)
+
+
+def compute_rate(model: nn.Module, parts: StepParts, s: Settings) -> float:
+    """The engine's training step on one random normalised batch already in memory (no loading, no augmentation)."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(s.batch, 3, s.size, s.size, generator=gen)
+    labels = torch.randint(0, 18, (s.batch,), generator=gen)
+    ages = torch.full((s.batch,), float("nan"))
+    model.train()
+
+    def step() -> None:
+        loss, _ = parts.criterion(model(x), parts.make_targets(labels, ages))
+        loss.backward()
+        parts.optimizer.step()
+        parts.optimizer.zero_grad(set_to_none=True)
+        parts.schedule.step_batch()
+        float(loss.detach())
+
+    step()
+    start = time.perf_counter()
+    for _ in range(s.train_batches):
+        step()
+    return s.batch * s.train_batches / (time.perf_counter() - start)
+
+
+def predict_rate(model: nn.Module, data, s: Settings) -> float:
+    """`predict_outputs` (eval transform + forward, batches of 256) over every cached crop."""
+    dc = model.data_config
+    start = time.perf_counter()
+    predict_outputs(model, data, build_eval_transform(s.size, dc["mean"], dc["std"]), CPU, progress=False)
+    return len(data) / (time.perf_counter() - start)
+
+
+def build_measures(s: Settings, paths: list[Path], labels: list[int], data) -> dict:
+    """Name -> zero-argument function returning images/s, for every measurement repeated in each round."""
+    counter = itertools.count()
+    loader = baseline_loader(paths, labels, s)
+    (m_base, p_base), (m_ours, p_ours), (m_comp, p_comp) = (build_training(s) for _ in range(3))
+    base_aug = build_augment("base", s.size, m_ours.data_config["mean"], m_ours.data_config["std"])
+    return {
+        "baseline_loader": lambda: loader_rate(lambda: sum(len(y) for _, y in loader), s.min_seconds),
+        "maskclf_loader": lambda: loader_rate(lambda: maskclf_epoch(data, s, p_ours.augment, counter), s.min_seconds),
+        "maskclf_loader_base": lambda: loader_rate(lambda: maskclf_epoch(data, s, base_aug, counter), s.min_seconds),
+        "maskclf_gather": lambda: loader_rate(lambda: maskclf_epoch(data, s, None, counter), s.min_seconds),
+        "compute_train": lambda: compute_rate(m_comp, p_comp, s),
+        "maskclf_train": lambda: maskclf_train_rate(m_ours, p_ours, data, s, next(counter)),
+        "baseline_train": lambda: baseline_train_rate(m_base, p_base.optimizer, loader, s),
+        "maskclf_predict": lambda: predict_rate(m_comp, data, s),
+    }
+
+
+def run_rounds(measures: dict, rounds: int) -> dict[str, list[float]]:
+    """Every measurement once per round, starting each round one measurement later (interleaved, rotated)."""
+    names, out = list(measures), {k: [] for k in measures}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            out[name].append(round(measures[name](), 2))
+            print(f"round {r + 1}/{rounds} {name:20s} {out[name][-1]:10.1f} images/s", flush=True)
+    return out
+
+
+def machine() -> dict:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
+        else platform.processor()
+    return {"cpu": model, "cores": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def summarise(rounds: dict[str, list[float]]) -> tuple[dict, dict, dict]:
+    """(medians, ratios, targets met) from the per-round figures."""
+    med = {k: round(statistics.median(v), 2) for k, v in rounds.items()}
+    ratios = {
+        "loader_maskclf_vs_baseline": med["maskclf_loader"] / med["baseline_loader"],
+        "loader_maskclf_base_vs_baseline": med["maskclf_loader_base"] / med["baseline_loader"],
+        "loader_gather_vs_baseline": med["maskclf_gather"] / med["baseline_loader"],
+        "train_maskclf_vs_baseline": med["maskclf_train"] / med["baseline_train"],
+        "compute_vs_maskclf_train": med["compute_train"] / med["maskclf_train"],
+        "compute_vs_baseline_train": med["compute_train"] / med["baseline_train"],
+    }
+    ratios = {k: round(v, 3) for k, v in ratios.items()}
+    targets = {"loader_maskclf_vs_baseline >= 20": ratios["loader_maskclf_vs_baseline"] >= 20,
+               "compute_vs_maskclf_train <= 1.10": ratios["compute_vs_maskclf_train"] <= 1.10}
+    return med, ratios, targets
+
+
+ROWS = [  # (key, what) in table order
+    ("baseline_loader", "baseline loader: PIL decode 384x512 + Resize + ToTensor + Normalize, DataLoader workers"),
+    ("maskclf_loader", "maskclf loader: `iterate` over cached crops + batched `custom` augmentation (CPU)"),
+    ("maskclf_loader_base", "maskclf loader with the `base` preset (resize + normalise: like-for-like with the baseline)"),
+    ("maskclf_gather", "maskclf `iterate` alone (uint8 batches; what the CPU feeds when augmenting on a GPU)"),
+    ("compute_train", "compute limit: training steps on random tensors in memory"),
+    ("maskclf_train", "maskclf training: `train_one_epoch` (loader + `custom` augmentation + step)"),
+    ("baseline_train", "baseline training: its DataLoader + forward/backward/step"),
+    ("maskclf_predict", "maskclf batch predict: `predict_outputs` on cached crops (batch 256)"),
+]
+
+
+def render_markdown(report: dict) -> str:
+    s, m, d = report["settings"], report["machine"], report["data"]
+    lines = [
+        "## Speed: baseline data path vs maskclf vs compute limit", "",
+        f"Command: `{report['command']}`  ", f"Date: {report['date']}  ",
+        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
+        f"Python {m['python']}; load average {report['load_start']} at start, {report['load_end']} at end.  ",
+        f"Data: {d['images']} images from `{d['source']}` upscaled to {d['jpeg']} JPEG (mean {d['jpeg_kib']} KiB); "
+        f"resnet18, input {s['size']}x{s['size']} for every path (the baseline's 128x96 replaced by the same "
+        f"square size so the model cost is identical), batch {s['batch']}, baseline DataLoader "
+        f"{s['workers']} workers, {s['rounds']} interleaved rounds (median shown), {s['train_batches']} timed "
+        "training steps per path and round.", "",
+        "| what | images/s (median) | rounds |", "|---|---:|---|",
+    ]
+    for key, what in ROWS:
+        lines.append(f"| {what} | {report['median'][key]:.1f} | {', '.join(f'{v:.1f}' for v in report['rounds'][key])} |")
+    p = report["prepare"]
+    lines.append(f"| `prepare` ({p['detector']}, {p['workers']} worker processes, once): decode + detect + crop "
+                 f"384x512 | {p['images_per_s']:.1f} | 1 |")
+    lines += ["", "| ratio | value |", "|---|---:|"]
+    lines += [f"| {k} | {v:.2f} |" for k, v in report["ratios"].items()]
+    lines += ["", "Targets: " + "; ".join(f"{k}: {'met' if ok else 'NOT met'}" for k, ok in report["targets"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(report: dict, out_dir: Path) -> None:
+    """`results/speed.json` and the speed section of RESULTS.md (between markers; the rest is kept)."""
+    (out_dir / "results").mkdir(parents=True, exist_ok=True)
+    (out_dir / "results" / "speed.json").write_text(json.dumps(report, indent=2) + "\n")
+    md = out_dir / "RESULTS.md"
+    text = md.read_text() if md.exists() else "# Benchmark results\n"
+    block = f"{MARKERS[0]}\n{render_markdown(report)}{MARKERS[1]}"
+    if MARKERS[0] in text and MARKERS[1] in text:
+        head, rest = text.split(MARKERS[0], 1)
+        text = head + block + rest.split(MARKERS[1], 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    md.write_text(text)
+
+
+def images_needed(s: Settings) -> int:
+    """The baseline's training measurement needs its warm-up batches plus the timed ones in one epoch."""
+    return s.batch * (2 * s.workers + s.train_batches)
+
+
+def run(s: Settings, data_root: Path, work: Path) -> dict:
+    """Make the 384x512 images, prepare them, then run the interleaved rounds; returns the report."""
+    root = work / "competition"
+    kib = make_competition_images(data_root, root, s.images)
+    cfg = PrepareCfg()
+    prep = prepare(root, cfg, cache_root=work / "cache", splits=("train",), progress=False)
+    records = scan_train(root).records
+    images, kept, _ = cached_crops(records, root, cfg, work / "cache", progress=False)
+    data = to_cropset(images, kept)
+    print(f"{len(data)} images at 384x512, prepare {prep.stats.images_per_s:.1f} images/s", flush=True)
+    rounds = run_rounds(build_measures(s, [r.path for r in kept], [r.label for r in kept], data), s.rounds)
+    med, ratios, targets = summarise(rounds)
+    return {"data": {"source": data_root.name, "images": len(data), "jpeg": "384x512", "jpeg_kib": round(kib, 1)},
+            "prepare": {"detector": cfg.detector, "crop": cfg.size, "workers": default_workers(prep.stats.new),
+                        "images_per_s": round(prep.stats.images_per_s, 2),
+                        "fallback": prep.stats.fallback},
+            "rounds": rounds, "median": med, "ratios": ratios, "targets": targets}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny run (a few batches, one round) for the smoke test")
+    ap.add_argument("--images", type=int, help="images to benchmark (whole people of 7; default 2000, quick 28)")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="dataset in the competition layout")
+    ap.add_argument("--threads", type=int, help="torch threads of the main process (default 2)")
+    ap.add_argument("--out-dir", type=Path, default=BENCH, help="writes results/speed.json and RESULTS.md here")
+    args = ap.parse_args()
+    s = QUICK if args.quick else Settings()
+    s = replace(s, images=args.images or s.images, threads=args.threads or s.threads)
+    if s.images < images_needed(s):
+        ap.error(f"--images {s.images} is too few for batch {s.batch}: need at least {images_needed(s)}")
+    torch.set_num_threads(s.threads)
+    load_start = [round(x, 2) for x in os.getloadavg()]
+    with tempfile.TemporaryDirectory() as tmp:
+        report = run(s, args.data, Path(tmp))
+    flags = [("--quick", args.quick), (f"--images {args.images}", args.images), (f"--threads {args.threads}", args.threads)]
+    report = {"command": " ".join(["python bench/speed.py"] + [f for f, on in flags if on]),
+              "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+              "machine": machine(), "load_start": load_start, "load_end": [round(x, 2) for x in os.getloadavg()],
+              "settings": asdict(s), **report}
+    write_results(report, args.out_dir)
+    print(render_markdown(report))
+
+
+if __name__ == "__main__":
+    main()

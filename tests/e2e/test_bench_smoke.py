@@ -1,0 +1,67 @@
+"""Smoke test of `bench/speed.py --quick`: it runs end to end on tiny data and writes its JSON and markdown section."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SPEED = Path(__file__).resolve().parents[2] / "bench" / "speed.py"
+MEASURES = {"baseline_loader", "maskclf_loader", "maskclf_loader_base", "maskclf_gather", "compute_train",
+            "maskclf_train", "baseline_train", "maskclf_predict"}
+
+
+def _speed_module():
+    spec = importlib.util.spec_from_file_location("bench_speed", SPEED)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SPEED), *args], capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.slow
+def test_speed_quick_writes_results_and_keeps_other_sections(tmp_path, tiny_data):
+    (tmp_path / "RESULTS.md").write_text("# Benchmark results\n\n## Other benchmark\nkept\n")
+    # One torch thread: kinder to a shared CI machine (threads that wait for each other slow down sharply).
+    proc = _run("--quick", "--threads", "1", "--data", str(tiny_data), "--out-dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "results" / "speed.json").read_text())
+    assert report["command"] == "python bench/speed.py --quick --threads 1"
+    assert report["settings"]["threads"] == 1 and report["machine"]["torch_threads"] == 1
+    assert report["data"] == {"source": "tiny", "images": 28, "jpeg": "384x512", "jpeg_kib": report["data"]["jpeg_kib"]}
+    assert set(report["median"]) == MEASURES and set(report["rounds"]) == MEASURES
+    assert all(v > 0 for v in report["median"].values())
+    assert report["prepare"]["detector"] == "mtcnn" and report["prepare"]["images_per_s"] > 0
+    med = report["median"]
+    assert report["ratios"]["compute_vs_maskclf_train"] == round(med["compute_train"] / med["maskclf_train"], 3)
+    assert report["targets"]["compute_vs_maskclf_train <= 1.10"] == (report["ratios"]["compute_vs_maskclf_train"] <= 1.10)
+    md = (tmp_path / "RESULTS.md").read_text()
+    assert "## Other benchmark\nkept\n" in md and "| maskclf batch predict" in md
+
+    _speed_module().write_results(report, tmp_path)  # a second run replaces the section instead of adding one
+    again = (tmp_path / "RESULTS.md").read_text()
+    assert again == md and again.count("<!-- speed:begin -->") == 1
+
+
+def test_speed_refuses_too_few_images_before_any_work(tmp_path, tiny_data):
+    proc = _run("--quick", "--images", "7", "--data", str(tiny_data), "--out-dir", str(tmp_path))
+    assert proc.returncode == 2
+    assert "--images 7 is too few for batch 4: need at least 20" in proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_summarise_takes_medians_ratios_and_targets():
+    speed = _speed_module()
+    rounds = {k: [10.0, 12.0, 11.0] for k in MEASURES}
+    rounds.update(baseline_loader=[100.0, 90.0, 110.0], maskclf_loader=[2500.0, 2000.0, 2200.0],
+                  compute_train=[50.0, 50.0, 50.0], maskclf_train=[46.0, 48.0, 40.0])
+    med, ratios, targets = speed.summarise(rounds)
+    assert med["baseline_loader"] == 100.0 and med["maskclf_train"] == 46.0
+    assert ratios["loader_maskclf_vs_baseline"] == 22.0 and ratios["compute_vs_maskclf_train"] == round(50 / 46, 3)
+    assert targets == {"loader_maskclf_vs_baseline >= 20": True, "compute_vs_maskclf_train <= 1.10": True}
