@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -24,7 +23,6 @@ from maskclf.mixing import mix_batch
 from maskclf.model import build_model
 from maskclf.optim import build_optimizer, build_scheduler
 from maskclf.plots import confusion_figure, image_grid_figure
-from maskclf.records import bounds_of
 from maskclf.runtime import grad_scaler, memory_format
 from maskclf.sampling import build_sampler
 from maskclf.targets import HeadSpec, attribute_probs, class_counts, make_targets, probs18
@@ -241,7 +239,7 @@ def _restore_running(member: Member, parts: StepParts, state: dict) -> tuple[int
     return state["epoch"] + 1, state["bad_epochs"]
 
 
-def combined_val_probs(members: dict[str, Member], spec: HeadSpec, val_set: CropSet, device, cfg: Config,
+def combined_val_probs(members: dict[str, Member], spec: HeadSpec, val_set: CropSet, device,
                        progress: bool = True) -> np.ndarray:
     """18-class validation probabilities from the members' best weights (combined for the separate layout)."""
     parts = {}
@@ -253,9 +251,10 @@ def combined_val_probs(members: dict[str, Member], spec: HeadSpec, val_set: Crop
     return combine_probs(parts["mask"], parts["gender"], parts["age"])
 
 
-def write_final_figures(run_dir: Path, cfg: Config, report: dict, val_set: CropSet, probs: np.ndarray, bounds) -> None:
-    fig = confusion_figure(np.asarray(report["confusion"]), report["class_names"])
-    fig.savefig(Path(run_dir) / "val_confusion.png", dpi=110, bbox_inches="tight")
+def write_final_figures(run_dir: Path, report: dict) -> None:
+    """val_confusion.png: the final validation confusion matrix."""
     import matplotlib.pyplot as plt
 
+    fig = confusion_figure(np.asarray(report["confusion"]), report["class_names"])
+    fig.savefig(Path(run_dir) / "val_confusion.png", dpi=110, bbox_inches="tight")
     plt.close(fig)

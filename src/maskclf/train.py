@@ -82,14 +82,14 @@ def _resume_state(run_dir: Path) -> dict | None:
 def _finish(cfg, run_dir, spec, members, sets, device, started, skipped, data, progress):
     train_set, val_set = sets
     bounds = bounds_of(cfg.data)
-    probs = combined_val_probs(members, spec, val_set, device, cfg, progress=progress)
+    probs = combined_val_probs(members, spec, val_set, device, progress=progress)
     report = score_probs(val_set.labels, probs, bounds)
     payload = checkpoint_payload(cfg, spec, {n: m.best_state for n, m in members.items()},
                                  {n: m.spec.spec.heads for n, m in members.items()})
     best_epoch = max(m.best_epoch for m in members.values())
     payload.update(epoch=best_epoch, score=report["f1"])
     save_checkpoint(run_dir / "best.pt", payload)
-    write_final_figures(run_dir, cfg, report, val_set, probs, bounds)
+    write_final_figures(run_dir, report)
     images = sum(m.images_trained for m in members.values())
     train_seconds = sum(m.train_seconds for m in members.values())
     summary = {
