@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from maskclf.config import ModelCfg, PrepareCfg
+from maskclf.config import ModelCfg, NamedCfg, PrepareCfg
 from maskclf.data import cached_crops, to_cropset
 from maskclf.dataset import scan_train
 from maskclf.engine import StepParts, batches_per_epoch, predict_outputs, train_one_epoch
@@ -10,7 +10,6 @@ from maskclf.loader import CropSet, epoch_order, iterate
 from maskclf.losses import build_criterion
 from maskclf.model import build_model
 from maskclf.optim import build_optimizer
-from maskclf.config import NamedCfg
 from maskclf.targets import head_spec, make_targets
 from maskclf.transforms import build_eval_transform
 
