@@ -113,7 +113,6 @@ class TrainCfg(_Section):
     deterministic: bool = False
     patience: int = Field(5, ge=1)
     device: str = "auto"
-    workers: int = Field(0, ge=0)
     time_budget_min: float | None = None  # stop after the epoch that crosses this wall-clock budget
 
     @field_validator("head_losses")
@@ -130,7 +129,6 @@ class RunCfg(_Section):
     out_dir: Path = Path("runs")
     tensorboard: bool = True
     wandb: bool = False
-    keep_every_epoch: bool = False
 
 
 class Config(_Section):
