@@ -124,21 +124,40 @@ def _cell(v: Any, col: str) -> str:
     return str(v)
 
 
+def _sort_key(rows: list[dict[str, Any]], col: str):
+    """Missing values last; numbers by value (scores best first), anything else as text."""
+    values = [r.get(col) for r in rows if r.get(col) is not None]
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    sign = -1 if col.endswith("f1") else 1
+
+    def key(r: dict[str, Any]):
+        v = r.get(col)
+        return (v is None, sign * v if numeric and v is not None else str(v))
+
+    return key
+
+
+def _columns(varying: list[str]) -> list[str]:
+    # model.backbone already has its own column
+    return ["name", "date", "backbone", "val_f1", "oof_f1", "wall_min", "status"] + [
+        k for k in varying if k != "model.backbone"]
+
+
 def format_runs_table(rows: list[dict[str, Any]], varying: list[str], sort: str = "name") -> str:
-    cols = ["name", "date", "backbone", "val_f1", "oof_f1", "wall_min", "status"] + varying
+    """The runs as an aligned text table sorted by one column (scores best first)."""
+    cols = _columns(varying)
     if sort not in cols:
         raise ValueError(f"cannot sort by '{sort}'; columns: {', '.join(cols)}")
-    numeric = sort in ("val_f1", "oof_f1", "wall_min")
-    rows = sorted(rows, key=lambda r: (r.get(sort) is None, -(r.get(sort) or 0) if numeric else str(r.get(sort))))
+    rows = sorted(rows, key=_sort_key(rows, sort))
     table = [cols] + [[_cell(r.get(c), c) for c in cols] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in table)
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table)
 
 
 def write_runs_csv(path: Path, rows: list[dict[str, Any]], varying: list[str]) -> None:
     import csv
 
-    cols = ["name", "date", "backbone", "val_f1", "oof_f1", "wall_min", "status"] + varying
+    cols = _columns(varying)
     with Path(path).open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
