@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 
-from maskclf.config import Config
+from maskclf.config import Config, diff, validate
 from maskclf.labels import NUM_CLASSES
 from maskclf.metrics import score_probs
 from maskclf.records import bounds_of, load_train
-from maskclf.runs import new_run_dir, read_summary, write_summary
+from maskclf.runs import IGNORED_KEYS, new_run_dir, read_summary, write_summary
 from maskclf.train import fit
 
 OOF_COLUMNS = ["key", "person", "label", "path"] + [f"p{c}" for c in range(NUM_CLASSES)]
@@ -65,16 +67,30 @@ def _run_fold(cfg: Config, fold_dir: Path, fold: int, k: int, progress: bool) ->
     return probs_path
 
 
+def _check_same_run(cv_dir: Path, cfg: Config, k: int) -> None:
+    """Refuse to resume a cv folder with a different k or config: its finished folds would not match."""
+    meta_path, cfg_path = cv_dir / "cv.json", cv_dir / "cv_config.yaml"
+    if meta_path.is_file() and json.loads(meta_path.read_text())["k"] != k:
+        raise ValueError(f"{cv_dir} holds a {json.loads(meta_path.read_text())['k']}-fold run; asked for k={k}")
+    if cfg_path.is_file():
+        saved = validate(yaml.safe_load(cfg_path.read_text()), str(cfg_path)).to_dict()
+        changed = {key: ab for key, ab in diff(saved, cfg.to_dict()).items() if key not in IGNORED_KEYS}
+        if changed:
+            listed = "; ".join(f"{key}: {a!r} -> {b!r}" for key, (a, b) in list(changed.items())[:5])
+            raise ValueError(f"{cv_dir} was started with a different config ({listed}); "
+                             "resume it with the same settings or use a new --dir")
+
+
 def cross_validate(cfg: Config, k: int, cv_dir: Path | None = None, progress: bool = True) -> CVResult:
     """Train k folds (each resumable) into `cv_dir`, then write oof.csv and the OOF report."""
     if cv_dir is None:
         cv_dir = new_run_dir(cfg.run.out_dir, cfg.run.name if cfg.run.name != "exp" else "cv")
     cv_dir = Path(cv_dir)
     cv_dir.mkdir(parents=True, exist_ok=True)
-    meta_path = cv_dir / "cv.json"
-    if meta_path.is_file() and json.loads(meta_path.read_text())["k"] != k:
-        raise ValueError(f"{cv_dir} holds a {json.loads(meta_path.read_text())['k']}-fold run; asked for k={k}")
-    meta_path.write_text(json.dumps({"k": k, "seed": cfg.data.split_seed}))
+    cfg = cfg.model_copy(deep=True)
+    cfg.data.folds, cfg.data.fold = k, None
+    _check_same_run(cv_dir, cfg, k)
+    (cv_dir / "cv.json").write_text(json.dumps({"k": k, "seed": cfg.data.split_seed}))
     (cv_dir / "cv_config.yaml").write_text(cfg.to_yaml())
     fold_probs: dict[str, np.ndarray] = {}
     fold_f1 = []
@@ -90,7 +106,9 @@ def cross_validate(cfg: Config, k: int, cv_dir: Path | None = None, progress: bo
     (cv_dir / "oof_report.json").write_text(json.dumps(report, indent=1))
     summary = {"name": cv_dir.name, "kind": "cv", "k": k, "oof_f1": report["f1"], "oof_accuracy": report["accuracy"],
                "oof_attributes": {a: {"accuracy": v["accuracy"], "f1": v["f1"]} for a, v in report["attributes"].items()},
-               "fold_f1": fold_f1, "backbone": cfg.model.backbone, "images": len(records)}
+               "fold_f1": fold_f1, "backbone": cfg.model.backbone, "images": len(records),
+               "wall_seconds": sum(read_summary(d).get("wall_seconds", 0.0) for d in fold_dirs(cv_dir)),
+               "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
     write_summary(cv_dir, summary)
     return CVResult(cv_dir, report["f1"], fold_f1, report, [d / "best.pt" for d in fold_dirs(cv_dir)])
 
