@@ -10,11 +10,12 @@ from maskclf.config import Config, load_config
 # Small and quick on a 2-core CPU; anything here can still be overridden with --config/--set.
 DEMO_OVERRIDES = [
     "model.backbone=resnet18",
-    "train.epochs=4",
+    "model.head=multihead",
+    "train.epochs=8",
     "train.batch_size=32",
-    "train.input_size=64",
-    "prepare.size=80",
-    "train.patience=4",
+    "train.input_size=80",
+    "prepare.size=96",
+    "train.patience=8",
     "train.optimizer.params.lr=0.002",
     "run.name=demo",
 ]
