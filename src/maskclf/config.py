@@ -61,7 +61,7 @@ class DataCfg(_Section):
 
 class PrepareCfg(_Section):
     size: int = Field(128, ge=16, le=1024)  # side of the square face crop stored in the cache
-    detector: Literal["mtcnn", "haar", "none"] = "mtcnn"
+    detector: Literal["mtcnn", "yuface", "haar", "none"] = "mtcnn"
     margin: float = Field(0.3, ge=0.0, le=2.0)  # extra context around the detected box, as a fraction of its size
     pad: int = Field(60, ge=0)  # edge-replicate padding before detection (helps tight crops)
     fallback_box: tuple[float, float, float, float] = (0.1, 0.05, 0.9, 0.85)  # x0,y0,x1,y1 fractions when no face
