@@ -13,8 +13,8 @@ def register(sub) -> None:
                   "maskclf cv ../shared/data/utkmask -k 5 -c configs/multihead.yaml")
     p.add_argument("data_dir", type=Path)
     p.add_argument("-k", type=int, default=5, help="number of folds (default 5)")
-    p.add_argument("--dir", type=Path, help="cv folder to create or resume (default: runs/cv, cv2, ...)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--dir", type=Path, help="cv folder to create or resume (default: <run.out_dir>/cv, cv2, ...)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_args(p)
     p.set_defaults(func=cmd_cv)
 
@@ -22,13 +22,16 @@ def register(sub) -> None:
                   "maskclf ensemble runs/cv runs/cv2 --eval ../shared/data/utkmask/eval --search-weights -o ens.csv")
     p.add_argument("members", type=Path, nargs="+", help=".probs.csv files, .pt checkpoints, run or cv folders")
     p.add_argument("--out", "-o", type=Path, default=Path("ensemble.csv"))
-    p.add_argument("--method", default="soft", help="soft (default), hard, or attribute")
+    p.add_argument("--method", default="soft", choices=["soft", "hard", "attribute"],
+                   help="soft: weighted mean of probabilities (default); hard: weighted votes, ties by the soft mean; "
+                        "attribute: mask, gender and age each from one member (see --attribute)")
     p.add_argument("--weights", help="comma-separated member weights, e.g. 2,1,1")
     p.add_argument("--attribute", help="for --method attribute: which member gives each, e.g. mask=0,gender=1,age=2")
     p.add_argument("--search-weights", action="store_true", help="pick weights maximising out-of-fold macro F1 (cv members)")
     p.add_argument("--eval", type=Path, help="eval folder to predict on when members are models")
-    p.add_argument("--tta", default="none")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--tta", default="none", help="test-time augmentation for model members: none, hflip, crops, "
+                                                  "hflip_crops")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_ensemble)
 
     p = subparser(sub, "compare", "where two submissions disagree: by attribute and class pair, with an HTML gallery",
@@ -42,8 +45,8 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_compare)
 
     p = subparser(sub, "runs", "table of all runs (or `runs diff A B`: config differences)",
-                  "maskclf runs --sort val_f1   |   maskclf runs diff runs/exp runs/exp2")
-    p.add_argument("args", nargs="*", help="nothing, or: diff RUN_A RUN_B")
+                  "maskclf runs --sort val_f1   |   maskclf runs diff exp exp2")
+    p.add_argument("args", nargs="*", help="nothing, or: diff RUN_A RUN_B (run folders, or names under --dir)")
     p.add_argument("--dir", type=Path, default=Path("runs"), help="where runs live (default: runs)")
     p.add_argument("--sort", default="name", help="column to sort by (default: name)")
     p.add_argument("--csv", type=Path, help="also write the table as CSV")
@@ -81,10 +84,19 @@ def _parse_attribute(text: str | None) -> dict[str, int] | None:
         raise ValueError(f"--attribute must look like mask=0,gender=1,age=0; got '{text}'") from None
 
 
+def _parse_weights(text: str | None) -> list[float] | None:
+    if not text:
+        return None
+    try:
+        return [float(w) for w in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--weights must be comma-separated numbers, one per member, e.g. 2,1; got '{text}'") from None
+
+
 def cmd_ensemble(args: argparse.Namespace) -> int:
     from maskclf.ensemble import ensemble
 
-    weights = [float(w) for w in args.weights.split(",")] if args.weights else None
+    weights = _parse_weights(args.weights)
     info = ensemble(args.members, args.out, args.method, weights, _parse_attribute(args.attribute), args.eval,
                     args.tta, args.search_weights, progress=not args.quiet)
     if "searched_weights" in info:
@@ -108,7 +120,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.args:
         if args.args[0] != "diff" or len(args.args) != 3:
             raise ValueError("usage: maskclf runs [diff RUN_A RUN_B]")
-        changes = config_diff(Path(args.args[1]), Path(args.args[2]))
+        changes = config_diff(*(_run_path(args.dir, name) for name in args.args[1:]))
         if not changes:
             print("no config differences")
         for key, (a, b) in changes.items():
@@ -122,6 +134,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.csv:
         write_runs_csv(args.csv, rows, varying)
     return 0
+
+
+def _run_path(runs_dir: Path, name: str) -> Path:
+    """A run given as a path, or by its name under --dir."""
+    path = Path(name)
+    return path if path.exists() or not (runs_dir / name).exists() else runs_dir / name
 
 
 def cmd_synth_masks(args: argparse.Namespace) -> int:
