@@ -1,0 +1,120 @@
+"""Accuracy within a CPU budget: train a config on utkmask/train, score utkmask/eval and real mask photos.
+
+    .venv/bin/python bench/accuracy.py                      # the default config, 30 training minutes
+    .venv/bin/python bench/accuracy.py --recipe baseline    # the competition baseline recipe, same budget
+    .venv/bin/python bench/accuracy.py --quick              # smoke test on tiny data (CI)
+
+Results are appended to bench/results/accuracy.json and printed as a markdown row for bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from maskclf.config import load_config
+from maskclf.evaluate import evaluate_submission
+from maskclf.predict import predict
+from maskclf.train import fit
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("MASKCLF_DATA", REPO.parent / "shared" / "data"))
+RECIPES = {"default": [], "baseline": [REPO / "configs" / "baseline.yaml"]}
+MASKS = {"wear": 0, "incorrect": 1, "normal": 2}
+
+
+def mask_real_layout(src: Path, dst: Path, limit: int | None = None) -> dict[str, int]:
+    """mask-real photos as a competition-style eval folder (info.csv + images/); returns ImageID -> mask."""
+    images = dst / "eval" / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    truth = {}
+    with (src / "labels.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if limit:
+        rows = rows[::max(1, len(rows) // limit)][:limit]
+    for row in rows:
+        image_id = row["file"].replace("/", "__")
+        os.symlink((src / row["file"]).resolve(), images / image_id)
+        truth[image_id] = MASKS[row["mask"]]
+    with (dst / "eval" / "info.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["ImageID", "ans"])
+        w.writerows([k, 0] for k in truth)
+    return truth
+
+
+def mask_real_scores(checkpoint: Path, work: Path, limit: int | None) -> dict:
+    truth = mask_real_layout(DATA / "mask-real", work / "mask-real", limit)
+    result = predict(checkpoint, work / "mask-real" / "eval", out=work / "mask-real.csv", progress=False)
+    pred = {k: int(c) // 6 for k, c in zip(result.image_ids, result.probs.argmax(1))}
+    keys = list(truth)
+    y, p = np.array([truth[k] for k in keys]), np.array([pred[k] for k in keys])
+    recall = {name: float((p[y == m] == m).mean()) if (y == m).any() else None for name, m in MASKS.items()}
+    return {"images": len(keys), "mask_accuracy": float((y == p).mean()), "recall": recall,
+            "incorrect_recall": recall["incorrect"]}
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--recipe", default="default", choices=sorted(RECIPES))
+    ap.add_argument("--budget-min", type=float, default=30.0, help="training wall-clock budget (default 30)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra config overrides")
+    ap.add_argument("--quick", action="store_true", help="tiny data, tiny model: a smoke test")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "accuracy.json")
+    args = ap.parse_args(argv)
+    data = DATA / ("tiny" if args.quick else "utkmask")
+    work = Path(tempfile.mkdtemp(prefix="maskclf-acc-"))
+    overrides = [f"data.root={data}", f"run.out_dir={work / 'runs'}", f"run.name={args.recipe}",
+                 f"train.time_budget_min={args.budget_min}"] + args.overrides
+    if args.quick:
+        overrides += ["model.backbone=resnet18", "model.pretrained=", "train.input_size=32", "prepare.size=48",
+                      "train.epochs=1", "train.batch_size=16", "train.scheduler.params.warmup_epochs=0",
+                      "prepare.detector=none"]
+    cfg = load_config(RECIPES[args.recipe], overrides)
+    started = time.time()
+    result = fit(cfg, progress=not args.quick)
+    sub = predict(result.checkpoint, data / "eval", out=work / "submission.csv", progress=False)
+    report = evaluate_submission(sub.submission, data / "eval" / "gt.csv", work / "eval")
+    real = mask_real_scores(result.checkpoint, work, 60 if args.quick else None)
+    row = {
+        "what": f"accuracy/{args.recipe}" + ("/quick" if args.quick else ""),
+        "command": "python bench/accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "date": time.strftime("%Y-%m-%d"), "machine": machine(), "data": str(data.name),
+        "train_minutes": result.summary["train_seconds"] / 60, "epochs": result.summary["epochs_run"],
+        "wall_minutes": (time.time() - started) / 60, "val_f1": result.best_f1,
+        "eval_f1": report["f1"], "eval_accuracy": report["accuracy"],
+        "eval_attributes": {a: {"accuracy": v["accuracy"], "f1": v["f1"]} for a, v in report["attributes"].items()},
+        "mask_real": real, "mask_real_used_for_training": False, "config": cfg.to_dict(),
+    }
+    if not args.quick:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        rows = json.loads(args.out.read_text()) if args.out.is_file() else []
+        args.out.write_text(json.dumps(rows + [row], indent=1))
+    a = row["eval_attributes"]
+    print(f"| {row['what']} | `{row['command']}` | eval macro F1 {row['eval_f1']:.3f}, acc {row['eval_accuracy']:.3f}; "
+          f"mask/gender/age acc {a['mask']['accuracy']:.3f}/{a['gender']['accuracy']:.3f}/{a['age']['accuracy']:.3f}; "
+          f"mask-real acc {real['mask_accuracy']:.3f}, incorrect recall {real['incorrect_recall'] or 0:.3f}; "
+          f"{row['train_minutes']:.1f} train min, {row['epochs']} epochs | {row['date']} | {row['machine']} |")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
