@@ -15,9 +15,8 @@ from sklearn.metrics import accuracy_score, f1_score, log_loss
 from maskclf.cli import main
 from maskclf.crossval import read_oof
 from maskclf.data import cached_crops
-from maskclf.dataset import scan_eval
 from maskclf.labels import decode
-from maskclf.predict import load_model, predict_probs, read_probs
+from maskclf.predict import load_model, predict_probs, read_probs, write_probs
 from maskclf.records import load_train
 from maskclf.runs import load_run_config
 from maskclf.transforms import build_eval_transform
@@ -243,6 +242,36 @@ def test_compare_prints_disagreements_and_writes_the_gallery(tiny_data, tmp_path
     assert f"wrote {html}" in out and html.read_text().count("<figure") == 3
     rc, _, err = run("compare", a, b, "--html", html)
     assert rc == 2 and "needs images_dir" in err
+
+
+def test_ensemble_cli_attribute_and_hard_voting_on_probability_files(tmp_path):
+    ids = ["i0", "i1"]
+    a = np.zeros((2, 18))
+    a[0, 7], a[1, 12] = 1.0, 1.0  # incorrect/male/30-59, normal/male/<30
+    b = np.zeros((2, 18))
+    b[0, 3], b[1, 5] = 1.0, 1.0  # wear/female/<30, wear/female/>=60
+    write_probs(tmp_path / "a.probs.csv", ids, a)
+    write_probs(tmp_path / "b.probs.csv", ids, b)
+    files = [tmp_path / "a.probs.csv", tmp_path / "b.probs.csv"]
+    rc, out, err = run("ensemble", *files, "--method", "attribute", "--attribute", "mask=0,gender=1,age=1",
+                       "-o", tmp_path / "attr.csv")
+    assert rc == 0, err
+    assert rows_of(tmp_path / "attr.csv")[1:] == [["i0", "9"], ["i1", "17"]]  # incorrect/female/<30, normal/female/>=60
+    rc, out, err = run("ensemble", *files, "--method", "hard", "--weights", "1,2", "-o", tmp_path / "hard.csv")
+    assert rc == 0 and "ensemble of 2 (hard)" in out
+    assert rows_of(tmp_path / "hard.csv")[1:] == [["i0", "3"], ["i1", "5"]]  # b has two votes
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--weights", "2,x"], "--weights must be comma-separated numbers"),
+    (["--method", "attribute", "--attribute", "mask0"], "--attribute must look like mask=0,gender=1,age=0"),
+    (["--method", "attribute", "--attribute", "mask=0,gender=0"], "each of mask, gender and age"),
+    (["--attribute", "mask=0,gender=0,age=0"], "only apply to method 'attribute'"),
+])
+def test_ensemble_cli_option_errors(tmp_path, args, message):
+    write_probs(tmp_path / "a.probs.csv", ["i0"], np.ones((1, 18)) / 18)
+    rc, _, err = run("ensemble", tmp_path / "a.probs.csv", *args, "-o", tmp_path / "e.csv")
+    assert rc == 2 and message in err and not (tmp_path / "e.csv").exists()
 
 
 @pytest.mark.slow

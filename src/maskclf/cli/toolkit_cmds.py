@@ -21,7 +21,8 @@ def register(sub) -> None:
     p = subparser(sub, "ensemble", "combine probability files, checkpoints, runs or cv folders into one submission",
                   "maskclf ensemble runs/cv runs/cv2 --eval ../shared/data/utkmask/eval --search-weights -o ens.csv")
     p.add_argument("members", type=Path, nargs="+", help=".probs.csv files, .pt checkpoints, run or cv folders")
-    p.add_argument("--out", "-o", type=Path, default=Path("ensemble.csv"))
+    p.add_argument("--out", "-o", type=Path, default=Path("ensemble.csv"),
+                   help="submission path (default ensemble.csv); probabilities go to <stem>.probs.csv")
     p.add_argument("--method", default="soft", choices=["soft", "hard", "attribute"],
                    help="soft: weighted mean of probabilities (default); hard: weighted votes, ties by the soft mean; "
                         "attribute: mask, gender and age each from one member (see --attribute)")
