@@ -41,7 +41,7 @@ def _checkpoints_of(path: Path) -> list[Path]:
 def load_source(path: Path, eval_dir: Path | None, work_dir: Path, tta: str = "none", progress: bool = True) -> Source:
     """Probabilities of one ensemble member on the eval set (predicting first if it is a model).
 
-    A model member's predictions are written to `work_dir/<member name>-<i>.csv` (one file per checkpoint).
+    A model member's predictions are written to `work_dir/<name>-<i>.csv` (one file per checkpoint).
     """
     path = Path(path)
     if path.suffix == ".csv":
@@ -158,7 +158,8 @@ def ensemble(members: list[Path], out: Path, method: str = "soft", weights: list
     _check_options(members, method, weights, attribute_from, search)
     out = Path(out)
     work = out.parent / f"{out.stem}_members"  # created by the first model member's predict
-    sources = [load_source(m, eval_dir, work, tta, progress) for m in members]
+    # one folder per member: two members may share a name (fold0 of two cv runs)
+    sources = [load_source(m, eval_dir, work / str(j), tta, progress) for j, m in enumerate(members)]
     info: dict = {"members": [s.name for s in sources], "method": method}
     if search:
         weights, best, equal = search_weights(sources, method)

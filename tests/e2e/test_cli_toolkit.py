@@ -178,7 +178,8 @@ def test_cv_folder_ensemble_averages_its_folds_and_searches_weights_on_oof(tiny_
                           tiny_data / "eval", "-o", out, "--quiet")
     assert rc == 0, err[-3000:]
     assert "weights from OOF search" in stdout and "ensemble of 2 (soft)" in stdout
-    folds = [read_probs(out.with_name("cv_members") / f"cv-{i}.probs.csv") for i in range(K)]
+    folds = [read_probs(out.with_name("cv_members") / "0" / f"cv-{i}.probs.csv") for i in range(K)]
+    assert (out.with_name("cv_members") / "1" / "cv-0.probs.csv").is_file()
     ids, probs = read_probs(out.with_name("cv.probs.csv"))
     assert ids == folds[0][0]
     assert probs == pytest.approx(np.mean([p for _, p in folds], axis=0), abs=1e-5)
