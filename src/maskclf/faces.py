@@ -104,7 +104,9 @@ class MtcnnDetector:
         self._mtcnn = MTCNN(keep_all=True, device=device)
 
     def detect(self, img_rgb: np.ndarray) -> list[Face]:
-        boxes, probs, points = self._mtcnn.detect(img_rgb, landmarks=True)
+        # Small networks on one image: extra torch threads only add contention (see YuFaceDetector).
+        with _one_torch_thread():
+            boxes, probs, points = self._mtcnn.detect(img_rgb, landmarks=True)
         if boxes is None:
             return []
         # Under numpy 2 these can come back as object arrays.
