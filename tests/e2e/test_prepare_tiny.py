@@ -34,6 +34,15 @@ def test_prepare_tiny_with_the_default_detector(tiny_data, tmp_path):
     assert (again.stats.new, again.stats.changed, again.stats.reused) == (0, 0, TINY_IMAGES)
 
 
+def test_prepare_tiny_with_yuface(tiny_data, tmp_path):
+    cfg = PrepareCfg(detector="yuface", min_confidence=0.5)
+    result = prepare(tiny_data, cfg, cache_root=tmp_path, progress=False)
+    s = result.stats
+    print(f"\nyuface: fallback {s.fallback}/{s.total} ({s.fallback / s.total:.1%}), {s.images_per_s:.1f} images/s")
+    assert (s.total, s.new, s.failed) == (TINY_IMAGES, TINY_IMAGES, 0)
+    assert len(FaceCache(result.cache_dir)) == TINY_IMAGES and s.fallback / s.total < 0.1
+
+
 def _copy_tiny(tiny_data, dest):
     shutil.copytree(tiny_data / "train", dest / "train")
     shutil.copytree(tiny_data / "eval", dest / "eval")
