@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from maskclf.loader import CropSet, iterate
-from maskclf.runtime import autocast
+from maskclf.runtime import autocast, unwrap
 
 
 @dataclass
@@ -97,7 +97,7 @@ def _optimizer_step(model, parts: StepParts) -> None:
     parts.optimizer.zero_grad(set_to_none=True)
     parts.schedule.step_batch()
     if parts.ema is not None:
-        parts.ema.update(model)
+        parts.ema.update(unwrap(model))
 
 
 @torch.no_grad()

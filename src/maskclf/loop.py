@@ -23,7 +23,7 @@ from maskclf.mixing import mix_batch
 from maskclf.model import build_model
 from maskclf.optim import build_optimizer, build_scheduler
 from maskclf.plots import confusion_figure, image_grid_figure
-from maskclf.runtime import grad_scaler, memory_format
+from maskclf.runtime import Dist, grad_scaler, memory_format, wrap_ddp
 from maskclf.sampling import build_sampler
 from maskclf.targets import HeadSpec, attribute_probs, class_counts, make_targets, probs18
 from maskclf.transforms import build_augment, build_eval_transform
@@ -100,12 +100,14 @@ def _build_parts(cfg: Config, ms: MemberSpec, model, train_set: CropSet, device,
 
 
 def train_member(cfg: Config, ms: MemberSpec, train_set: CropSet, val_set: CropSet, device, run_dir: Path,
-                 tracker, state: dict, progress: bool = True, on_epoch=None) -> Member:
+                 tracker, state: dict, progress: bool = True, on_epoch=None, dist: Dist = Dist()) -> Member:
     """Train one member with early stopping; resumes from `state` (a loaded last.pt, or {} for a fresh run).
 
     Finished members are recorded in `state["done_members"]`, so every later last.pt lists them.
 
     `on_epoch(member_name, epoch, score)` is called after each validation (tuning uses it to prune trials).
+    Under torchrun each rank trains on its slice of the epoch's order; all ranks validate on the whole
+    validation set (identical replicas reach identical decisions) and only rank 0 writes.
     """
     t = cfg.train
     model = build_model(cfg.model, ms.spec.heads).to(device)
@@ -120,7 +122,7 @@ def train_member(cfg: Config, ms: MemberSpec, train_set: CropSet, val_set: CropS
     n_per_epoch = len(epoch_order(len(train_set), t.seed, 0, sampler))
     steps = max(1, math.ceil(batches_per_epoch(n_per_epoch, t.batch_size) / t.accum_steps))
     parts = _build_parts(cfg, ms, model, train_set, device, steps)
-    train_model = torch.compile(model) if t.compile else model
+    train_model = wrap_ddp(torch.compile(model) if t.compile else model, device, dist)
     start, bad_epochs = 0, 0
     if state.get("member") == ms.name:
         start, bad_epochs = _restore_running(member, parts, state)
@@ -128,7 +130,7 @@ def train_member(cfg: Config, ms: MemberSpec, train_set: CropSet, val_set: CropS
     prefix = "" if ms.name == "main" else f"{ms.name}/"
     for epoch in range(start, t.epochs):
         model.set_epoch(epoch)
-        order = epoch_order(len(train_set), t.seed, epoch, sampler)
+        order = epoch_order(len(train_set), t.seed, epoch, sampler)[dist.rank::dist.world]
         gen = torch.Generator(device=device).manual_seed(t.seed * 100_003 + epoch)
         stats = train_one_epoch(train_model, train_set, order, t.batch_size, parts, device, gen,
                                 desc=f"{prefix}epoch {epoch + 1}/{t.epochs}", progress=progress)
@@ -153,7 +155,9 @@ def train_member(cfg: Config, ms: MemberSpec, train_set: CropSet, val_set: CropS
         stop = _stop_reason(bad_epochs, t.patience, epoch, t.epochs, budget_s, member.train_seconds)
         if stop:
             member.stop_reason = stop
-        _save_last(run_dir, cfg, member, parts, epoch, bad_epochs, state, finished=bool(stop) or epoch + 1 == t.epochs)
+        finished = bool(stop) or epoch + 1 == t.epochs
+        if dist.main:
+            _save_last(run_dir, cfg, member, parts, epoch, bad_epochs, state, finished)
         if progress:
             print(f"{prefix}epoch {epoch + 1}/{t.epochs}  loss {stats['loss']:.4f}  val_loss {val_loss:.4f}  "
                   f"val_f1 {score:.4f}{'  *best*' if improved else ''}  {stats['images_per_s']:.0f} img/s")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -56,3 +57,64 @@ def grad_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScaler:
 def memory_format(device: torch.device, channels_last: bool) -> torch.memory_format:
     return torch.channels_last if channels_last and device.type == "cuda" else torch.contiguous_format
 
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in a torchrun job: rank 0 of 1 when not distributed."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> Dist:
+    """Join the process group torchrun set up (NCCL on CUDA, Gloo on CPU); a no-op for a single process."""
+    if int(os.environ.get("WORLD_SIZE", 1)) <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size())
+
+
+def broadcast(obj, d: Dist):
+    """Rank 0's value of `obj` on every rank."""
+    if d.world == 1:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier(d: Dist) -> None:
+    if d.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def wrap_ddp(model: torch.nn.Module, device: torch.device, d: Dist) -> torch.nn.Module:
+    """DistributedDataParallel around `model` when running under torchrun; the model itself otherwise."""
+    if d.world == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain model inside DDP and/or torch.compile wrappers."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if not isinstance(inner, torch.nn.Module):
+            return model
+        model = inner

@@ -56,6 +56,19 @@ class Tracker:
             self._wandb.finish()
 
 
+class NullTracker:
+    """Stands in for a Tracker on the ranks of a distributed job other than rank 0."""
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        pass
+
+    def log_figure(self, tag: str, figure, step: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """Rows of a run's metrics.jsonl (a torn last line from a killed run is skipped)."""
     path = Path(run_dir) / "metrics.jsonl"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +19,9 @@ from maskclf.loop import Member, combined_val_probs, member_plan, train_member, 
 from maskclf.metrics import score_probs
 from maskclf.records import bounds_of, load_train
 from maskclf.runs import git_commit, load_run_config, new_run_dir, save_config, write_summary
-from maskclf.runtime import resolve_device, seed_everything
+from maskclf.runtime import barrier, broadcast, init_distributed, resolve_device, seed_everything
 from maskclf.targets import head_spec
-from maskclf.tracking import Tracker
+from maskclf.tracking import NullTracker, Tracker
 
 
 @dataclass
@@ -41,35 +42,46 @@ def fit(cfg: Config, resume: Path | None = None, progress: bool = True, run_dir:
     `on_epoch(member, epoch, val_score)` is called after every validation (e.g. to prune a tuning trial).
     """
     if resume is not None:
+        cfg = load_run_config(Path(resume))
+    device = resolve_device(cfg.train.device)
+    dist = init_distributed(device)  # under torchrun: rank 0 writes, every rank trains its share
+    progress = progress and dist.main
+    if resume is not None:
         run_dir = Path(resume)
-        cfg = load_run_config(run_dir)
-        remove_partial_saves(run_dir)
+        if dist.main:
+            remove_partial_saves(run_dir)
     elif run_dir is None:
-        run_dir = new_run_dir(cfg.run.out_dir, cfg.run.name)
+        run_dir = broadcast(new_run_dir(cfg.run.out_dir, cfg.run.name) if dist.main else None, dist)
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(run_dir, cfg)
+    if dist.main:
+        save_config(run_dir, cfg)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
-    device = resolve_device(cfg.train.device)
     bounds = bounds_of(cfg.data)
     started = time.time()
 
     data = load_train(cfg.data)
-    split = load_split(cfg.data, data.records, run_dir)
+    split = load_split(cfg.data, data.records, run_dir if dist.main else None)
+    barrier(dist)
+    if not dist.main:
+        split = load_split(cfg.data, data.records, run_dir)  # rank 0's saved split, never a recomputed one
     train_set, val_set, skipped = crops_for(cfg, data, split, progress=progress)
     spec = head_spec(cfg.model.head, cfg.model.age, bounds, cfg.model.age_bin_width)
     # Finished members are recorded here too, so a later last.pt still names them as done.
     state = (_resume_state(run_dir) if resume is not None else None) or {}
-    tracker = Tracker(run_dir, cfg.run.tensorboard, cfg.run.wandb, cfg.to_dict())
+    tracker = Tracker(run_dir, cfg.run.tensorboard, cfg.run.wandb, cfg.to_dict()) if dist.main else NullTracker()
     members: dict[str, Member] = {}
     try:
         for member_spec in member_plan(spec, cfg.model.head):
             members[member_spec.name] = train_member(
                 cfg, member_spec, train_set, val_set, device, run_dir, tracker, state, progress=progress,
-                on_epoch=on_epoch)
+                on_epoch=on_epoch, dist=dist)
     finally:
         tracker.close()
-    return _finish(cfg, run_dir, spec, members, (train_set, val_set), device, started, skipped, data, progress)
+    result = _finish(cfg, run_dir, spec, members, (train_set, val_set), device, started, skipped, data, progress,
+                     write=dist.main)
+    barrier(dist)
+    return result
 
 
 def _resume_state(run_dir: Path) -> dict | None:
@@ -79,7 +91,7 @@ def _resume_state(run_dir: Path) -> dict | None:
     return load_checkpoint(last)
 
 
-def _finish(cfg, run_dir, spec, members, sets, device, started, skipped, data, progress):
+def _finish(cfg, run_dir, spec, members, sets, device, started, skipped, data, progress, write=True):
     train_set, val_set = sets
     bounds = bounds_of(cfg.data)
     probs = combined_val_probs(members, spec, val_set, device, progress=progress)
@@ -88,8 +100,9 @@ def _finish(cfg, run_dir, spec, members, sets, device, started, skipped, data, p
                                  {n: m.spec.spec.heads for n, m in members.items()})
     best_epoch = max(m.best_epoch for m in members.values())
     payload.update(epoch=best_epoch, score=report["f1"])
-    save_checkpoint(run_dir / "best.pt", payload)
-    write_final_figures(run_dir, report)
+    if write:
+        save_checkpoint(run_dir / "best.pt", payload)
+        write_final_figures(run_dir, report)
     images = sum(m.images_trained for m in members.values())
     train_seconds = sum(m.train_seconds for m in members.values())
     summary = {
@@ -102,12 +115,14 @@ def _finish(cfg, run_dir, spec, members, sets, device, started, skipped, data, p
                     for n, m in members.items()},
         "wall_seconds": time.time() - started, "train_seconds": train_seconds,
         "images_per_s": images / max(train_seconds, 1e-9), "device": str(device),
+        "world_size": int(os.environ.get("WORLD_SIZE", 1)),
         "train_images": len(train_set), "val_images": len(val_set),
         "skipped_images": skipped, "label_fixes": data.fixes, "techniques": techniques(cfg),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    write_summary(run_dir, summary)
-    (run_dir / "val_report.json").write_text(json.dumps(report, indent=1))
+    if write:
+        write_summary(run_dir, summary)
+        (run_dir / "val_report.json").write_text(json.dumps(report, indent=1))
     return FitResult(run_dir, report["f1"], best_epoch, summary, run_dir / "best.pt", probs, val_set.keys)
 
 

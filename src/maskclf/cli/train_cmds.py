@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from maskclf.cli.common import add_config_args, config_from, subparser
@@ -46,7 +47,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError("--resume continues a run with its saved config; --config/--set cannot change it")
     cfg = None if args.resume else config_from(args, data_root=args.data_dir)
     result = fit(cfg, resume=args.resume, progress=not args.quiet)
-    print(format_summary(result.summary))
+    if int(os.environ.get("RANK", 0)) == 0:  # under torchrun, one summary from rank 0
+        print(format_summary(result.summary))
     return 0
 
 
