@@ -73,8 +73,16 @@ def find_runs(out_dir: Path) -> list[Path]:
     return sorted(runs, key=natural)
 
 
+def _any_run_config(run_dir: Path) -> dict:
+    """The config of a train run (config.yaml) or of a cv run (cv_config.yaml)."""
+    cv = Path(run_dir) / "cv_config.yaml"
+    if cv.is_file() and not (Path(run_dir) / "config.yaml").is_file():
+        return validate(yaml.safe_load(cv.read_text()), str(cv)).to_dict()
+    return load_run_config(run_dir).to_dict()
+
+
 def config_diff(a: Path, b: Path) -> dict[str, tuple[Any, Any]]:
-    return diff(load_run_config(a).to_dict(), load_run_config(b).to_dict())
+    return diff(_any_run_config(a), _any_run_config(b))
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
