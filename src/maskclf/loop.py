@@ -208,7 +208,7 @@ def _save_last(run_dir, cfg, member: Member, parts: StepParts, epoch, bad_epochs
     if finished:
         done[member.spec.name] = info
     payload = checkpoint_payload(cfg, member.spec.spec, {member.spec.name: member.model.state_dict()},
-                                 {member.spec.name: member.spec.spec.heads})
+                                 {member.spec.name: member.spec.spec.heads}, member.model.data_config)
     payload.update(
         member=None if finished else member.spec.name, epoch=epoch, score=member.best_score, bad_epochs=bad_epochs,
         running=info, done_members=done, optimizer=parts.optimizer.state_dict(),

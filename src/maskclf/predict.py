@@ -31,6 +31,8 @@ class LoadedModel:
     spec: HeadSpec
     members: dict[str, tuple[torch.nn.Module, HeadSpec]]
     path: Path
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
     info: dict = field(default_factory=dict)
 
 
@@ -43,6 +45,7 @@ def load_model(path: Path, device: torch.device) -> LoadedModel:
         spec = HeadSpec(s["heads"], s["age_mode"], bounds, tuple(s["bin_edges"]))
         member_heads = json.loads(ckpt["member_heads"])
         states = ckpt["models"]
+        mean, std = tuple(ckpt["mean"]), tuple(ckpt["std"])
     except (KeyError, TypeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path}: checkpoint is missing or has a malformed field ({exc})") from None
     missing = {"mask", "gender", "age"} - set(member_heads) if "main" not in member_heads else set()
@@ -59,7 +62,7 @@ def load_model(path: Path, device: torch.device) -> LoadedModel:
             raise CheckpointError(f"{path}: weights for '{name}' do not fit {cfg.model.backbone} ({exc})") from None
         members[name] = (model.to(device).eval(), HeadSpec(heads, spec.age_mode, bounds, spec.bin_edges))
     info = {"epoch": ckpt.get("epoch"), "score": ckpt.get("score"), "version": ckpt.get("version")}
-    return LoadedModel(cfg, spec, members, Path(path), info)
+    return LoadedModel(cfg, spec, members, Path(path), mean, std, info)
 
 
 def predict_probs(loaded: LoadedModel, images: np.ndarray, device: torch.device, tta: str = "none",
@@ -69,8 +72,7 @@ def predict_probs(loaded: LoadedModel, images: np.ndarray, device: torch.device,
     size = loaded.cfg.train.input_size
     attrs: dict[str, np.ndarray] = {}
     for name, (model, spec) in loaded.members.items():
-        dc = model.data_config
-        views = tta_views(tta, size, dc["mean"], dc["std"])
+        views = tta_views(tta, size, loaded.mean, loaded.std)
         acc: dict[str, np.ndarray] = {}
         for i, view in enumerate(views):
             out = predict_outputs(model, data, view, device, batch_size,

@@ -97,7 +97,8 @@ def _finish(cfg, run_dir, spec, members, sets, device, started, skipped, data, p
     probs = combined_val_probs(members, spec, val_set, device, progress=progress)
     report = score_probs(val_set.labels, probs, bounds)
     payload = checkpoint_payload(cfg, spec, {n: m.best_state for n, m in members.items()},
-                                 {n: m.spec.spec.heads for n, m in members.items()})
+                                 {n: m.spec.spec.heads for n, m in members.items()},
+                                 next(iter(members.values())).model.data_config)
     best_epoch = max(m.best_epoch for m in members.values())
     payload.update(epoch=best_epoch, score=report["f1"])
     if write:
@@ -138,10 +139,12 @@ def techniques(cfg: Config) -> dict:
     }
 
 
-def checkpoint_payload(cfg: Config, spec, states: dict, heads: dict) -> dict:
+def checkpoint_payload(cfg: Config, spec, states: dict, heads: dict, data_config: dict) -> dict:
     """The self-describing part of a checkpoint: enough to predict from the file alone."""
     bounds = bounds_of(cfg.data)
     return {
+        "mean": [float(x) for x in data_config["mean"]],
+        "std": [float(x) for x in data_config["std"]],
         "config": json.dumps(cfg.to_dict()),
         "label_map": class_names(bounds),
         "age_bounds": list(cfg.data.age_bounds),
