@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from maskclf.config import PrepareCfg
+
 SPEED = Path(__file__).resolve().parents[2] / "bench" / "speed.py"
 MEASURES = {"baseline_loader", "maskclf_loader", "maskclf_loader_base", "maskclf_gather", "compute_train",
             "maskclf_train", "baseline_train", "maskclf_predict"}
@@ -37,7 +39,7 @@ def test_speed_quick_writes_results_and_keeps_other_sections(tmp_path, tiny_data
     assert report["data"] == {"source": "tiny", "images": 28, "jpeg": "384x512", "jpeg_kib": report["data"]["jpeg_kib"]}
     assert set(report["median"]) == MEASURES and set(report["rounds"]) == MEASURES
     assert all(v > 0 for v in report["median"].values())
-    assert report["prepare"]["detector"] == "mtcnn" and report["prepare"]["images_per_s"] > 0
+    assert report["prepare"]["detector"] == PrepareCfg().detector and report["prepare"]["images_per_s"] > 0
     med = report["median"]
     assert report["ratios"]["compute_vs_maskclf_train"] == round(med["compute_train"] / med["maskclf_train"], 3)
     assert report["targets"]["compute_vs_maskclf_train <= 1.10"] == (report["ratios"]["compute_vs_maskclf_train"] <= 1.10)
