@@ -7,7 +7,7 @@ One run, the same images, model (timm resnet18 + one 18-class head), square inpu
 - maskclf: `iterate` over the in-RAM uint8 face crops + the batched `custom` augmentation (the engine's path);
 - compute limit: the same training step on random tensors already in memory.
 Loaders alone (no model) and full training steps are measured in interleaved rounds (median reported), then
-`prepare` (MTCNN on the 384x512 images) once, and batch prediction on the cached crops in every round.
+`prepare` (the default detector on the 384x512 images) once, and batch prediction on the cached crops in every round.
 
 Usage: python bench/speed.py [--quick] [--images N] [--data DATA_DIR] [--out-dir DIR]
 """
