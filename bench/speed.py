@@ -6,8 +6,8 @@ One run, the same images, model (timm resnet18 + one 18-class head), square inpu
   to 128x96, here to the same square size as the other paths so the model cost is identical);
 - maskclf: `iterate` over the in-RAM uint8 face crops + the batched `custom` augmentation (the engine's path);
 - compute limit: the same training step on random tensors already in memory.
-Loaders alone (no model) and full training steps are measured in interleaved rounds (median reported), then
-`prepare` (the default detector on the 384x512 images) once, and batch prediction on the cached crops in every round.
+`prepare` (the default detector on the 384x512 images) runs once first; loaders alone (no model), full training
+steps and batch prediction on the cached crops are then measured in interleaved rounds (median reported).
 
 Usage: python bench/speed.py [--quick] [--images N] [--data DATA_DIR] [--out-dir DIR]
 """
