@@ -16,6 +16,7 @@ from maskclf.config import validate
 from maskclf.data import cached_crops, to_cropset
 from maskclf.dataset import Record, scan_eval
 from maskclf.engine import predict_outputs
+from maskclf.grouping import group_probs, person_groups
 from maskclf.labels import AgeBounds, NUM_CLASSES, combine_probs
 from maskclf.model import build_model
 from maskclf.runtime import resolve_device
@@ -103,11 +104,16 @@ class PredictResult:
     image_ids: list[str]
     probs: np.ndarray
     skipped: dict[str, str]
+    groups: np.ndarray | None = None  # person group of each readable image when grouping was asked for
 
 
 def predict(checkpoint: Path, eval_dir: Path, out: Path | None = None, tta: str = "none", device: str = "auto",
-            batch_size: int = 256, progress: bool = True) -> PredictResult:
-    """Write `out` (ImageID,ans in info.csv order) and `<out stem>.probs.csv` (ImageID + 18 probabilities)."""
+            batch_size: int = 256, progress: bool = True, group_persons: float | None = None) -> PredictResult:
+    """Write `out` (ImageID,ans in info.csv order) and `<out stem>.probs.csv` (ImageID + 18 probabilities).
+
+    `group_persons=T` groups the eval photos of one person (upper-face similarity >= T, see maskclf.grouping)
+    and lets each group agree on gender and age.
+    """
     dev = resolve_device(device)
     loaded = load_model(checkpoint, dev)
     root, ev = resolve_eval_root(eval_dir)
@@ -119,6 +125,10 @@ def predict(checkpoint: Path, eval_dir: Path, out: Path | None = None, tta: str 
         path, reason = next(iter(skipped.items()))
         raise ValueError(f"{ev}: none of the {len(scan.records)} eval images could be read (e.g. {path}: {reason})")
     probs = predict_probs(loaded, images, dev, tta, batch_size, progress)
+    groups = None
+    if group_persons is not None:
+        groups = person_groups(images, group_persons)
+        probs = group_probs(probs, groups)
     ids = [r.key for r in scan.records]
     full = _fill_missing(ids, [r.key for r in kept], probs, skipped)
     ckpt_dir = Path(checkpoint).parent if Path(checkpoint).is_file() else Path(checkpoint)
@@ -126,7 +136,7 @@ def predict(checkpoint: Path, eval_dir: Path, out: Path | None = None, tta: str 
     probs_path = out.with_name(out.stem + ".probs.csv")
     write_submission(out, ids, full.argmax(1))
     write_probs(probs_path, ids, full)
-    return PredictResult(out, probs_path, ids, full, skipped)
+    return PredictResult(out, probs_path, ids, full, skipped, groups)
 
 
 def _fill_missing(ids: list[str], kept_ids: list[str], probs: np.ndarray, skipped: dict) -> np.ndarray:

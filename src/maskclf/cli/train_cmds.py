@@ -6,6 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+import numpy as np
+
 from maskclf.cli.common import add_config_args, config_from, subparser
 
 
@@ -26,6 +28,9 @@ def register(sub) -> None:
     p.add_argument("--tta", default="none", help="test-time augmentation views: none, hflip, crops, hflip_crops")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--group-persons", type=float, nargs="?", const=0.9, metavar="SIMILARITY",
+                   help="group each person's eval photos by upper-face similarity (default 0.9) and let each group "
+                        "agree on gender and age")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_predict)
 
@@ -72,7 +77,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from maskclf.predict import predict
 
     r = predict(args.checkpoint, args.eval_dir, out=args.out, tta=args.tta, device=args.device,
-                batch_size=args.batch_size, progress=not args.quiet)
+                batch_size=args.batch_size, progress=not args.quiet, group_persons=args.group_persons)
+    if r.groups is not None:
+        sizes = np.bincount(r.groups)
+        print(f"person groups: {len(sizes)} groups, {int((sizes > 1).sum())} with 2+ photos (largest {sizes.max()})")
     print(f"submission: {r.submission} ({len(r.image_ids)} rows)\nprobabilities: {r.probs_path}")
     return 0
 
