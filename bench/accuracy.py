@@ -78,9 +78,11 @@ def main(argv=None) -> int:
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra config overrides")
     ap.add_argument("--quick", action="store_true", help="tiny data, tiny model: a smoke test")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "accuracy.json")
+    ap.add_argument("--keep", type=Path, help="keep the run (checkpoints, submissions) in this folder")
     args = ap.parse_args(argv)
     data = DATA / ("tiny" if args.quick else "utkmask")
-    work = Path(tempfile.mkdtemp(prefix="maskclf-acc-"))
+    work = args.keep or Path(tempfile.mkdtemp(prefix="maskclf-acc-"))
+    work.mkdir(parents=True, exist_ok=True)
     overrides = [f"data.root={data}", f"run.out_dir={work / 'runs'}", f"run.name={args.recipe}",
                  f"train.time_budget_min={args.budget_min}"] + args.overrides
     if args.quick:
@@ -112,7 +114,8 @@ def main(argv=None) -> int:
           f"mask/gender/age acc {a['mask']['accuracy']:.3f}/{a['gender']['accuracy']:.3f}/{a['age']['accuracy']:.3f}; "
           f"mask-real acc {real['mask_accuracy']:.3f}, incorrect recall {real['incorrect_recall'] or 0:.3f}; "
           f"{row['train_minutes']:.1f} train min, {row['epochs']} epochs | {row['date']} | {row['machine']} |")
-    shutil.rmtree(work, ignore_errors=True)
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
