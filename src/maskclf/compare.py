@@ -79,7 +79,7 @@ def _write_gallery(result: dict, images_dir: Path, out_html: Path, bounds: AgeBo
     result["html"] = str(out_html)
 
 
-def _thumbnail(path: Path) -> str:
+def thumbnail(path: Path) -> str:
     with Image.open(path) as im:
         im = im.convert("RGB")
         im.thumbnail((THUMB_PX, THUMB_PX))
@@ -103,7 +103,7 @@ def _item_html(item: dict, images_dir: Path, bounds: AgeBounds) -> str:
         f"<div class='{'ok' if item['truth'] == cls and label != 'truth' else ''}'>"
         f"<b>{label}</b> {html.escape('/'.join(parts))}</div>" for label, parts, cls in rows)
     path = images_dir / item["image_id"]
-    img = f"<img src='{_thumbnail(path)}'>" if path.is_file() else "<div class='missing'>image not found</div>"
+    img = f"<img src='{thumbnail(path)}'>" if path.is_file() else "<div class='missing'>image not found</div>"
     return (f"<figure data-attrs='{' '.join(differ)}'>{img}<figcaption>"
             f"<div class='id'>{html.escape(item['image_id'][:12])}</div>{cells}</figcaption></figure>")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maskclf.compare import _thumbnail as thumbnail
+from maskclf.compare import thumbnail
 from maskclf.config import load_config
 from maskclf.labels import GENDER_NAMES, MASK_NAMES, NUM_CLASSES, AgeBounds, attribute_names, decode, split_probs
 
