@@ -79,6 +79,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny data, tiny model: a smoke test")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "accuracy.json")
     ap.add_argument("--keep", type=Path, help="keep the run (checkpoints, submissions) in this folder")
+    ap.add_argument("--label", help="name of this row in the results (default: accuracy/<recipe>)")
     args = ap.parse_args(argv)
     data = DATA / ("tiny" if args.quick else "utkmask")
     work = args.keep or Path(tempfile.mkdtemp(prefix="maskclf-acc-"))
@@ -96,7 +97,7 @@ def main(argv=None) -> int:
     report = evaluate_submission(sub.submission, data / "eval" / "gt.csv", work / "eval")
     real = mask_real_scores(result.checkpoint, work, 60 if args.quick else None)
     row = {
-        "what": f"accuracy/{args.recipe}" + ("/quick" if args.quick else ""),
+        "what": args.label or f"accuracy/{args.recipe}" + ("/quick" if args.quick else ""),
         "command": "python bench/accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "date": time.strftime("%Y-%m-%d"), "machine": machine(), "data": str(data.name),
         "train_minutes": result.summary["train_seconds"] / 60, "epochs": result.summary["epochs_run"],

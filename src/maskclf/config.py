@@ -114,7 +114,8 @@ class TrainCfg(_Section):
     deterministic: bool = False
     patience: int = Field(5, ge=1)
     device: str = "auto"
-    time_budget_min: float | None = None  # stop after the epoch that crosses this wall-clock budget
+    # Stop after the epoch that crosses this many minutes of training (shared equally by `separate`'s models).
+    time_budget_min: float | None = None
 
     @field_validator("head_losses")
     @classmethod

@@ -126,7 +126,8 @@ def train_member(cfg: Config, ms: MemberSpec, train_set: CropSet, val_set: CropS
     start, bad_epochs = 0, 0
     if state.get("member") == ms.name:
         start, bad_epochs = _restore_running(member, parts, state)
-    budget_s = t.time_budget_min * 60 if t.time_budget_min else None
+    n_members = 3 if cfg.model.head == "separate" else 1  # the separate layout's models share the budget
+    budget_s = t.time_budget_min * 60 / n_members if t.time_budget_min else None
     prefix = "" if ms.name == "main" else f"{ms.name}/"
     for epoch in range(start, t.epochs):
         model.set_epoch(epoch)

@@ -1,0 +1,94 @@
+"""The technique table: every competition technique against one base recipe, same data, seed and CPU budget.
+
+    .venv/bin/python bench/recipes.py                       # all rows (budget x rows: hours on 2 cores)
+    .venv/bin/python bench/recipes.py --only focal cutmix   # some rows
+    .venv/bin/python bench/recipes.py --render              # rebuild bench/RECIPES.md from the results
+
+Each row is `bench/accuracy.py` with the base overrides plus the row's own; results accumulate in
+bench/results/recipes.json (a rerun of a row replaces it) and bench/RECIPES.md is rendered from them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results" / "recipes.json"
+TABLE = REPO / "bench" / "RECIPES.md"
+EXTRA = REPO / "bench" / "_work" / "extra-elderly"
+
+# The base every row starts from: a CPU-friendly pretrained start and the competition's favourite augmentation.
+BASE = ["model.backbone=mobilenetv2_100", "model.pretrained=wheel", "train.augment.preset=custom",
+        "train.input_size=112", "train.epochs=6", "train.optimizer.params.weight_decay=0.01"]
+ROWS: dict[str, list[str]] = {
+    "single": ["model.head=single"],
+    "multihead": ["model.head=multihead"],
+    "separate": ["model.head=separate"],  # the three models share the budget
+    "age_bins": ["model.head=multihead", "model.age=bins"],
+    "age_regression": ["model.head=multihead", "model.age=regression"],
+    "focal": ["model.head=multihead", "train.loss.name=focal"],
+    "weighted_sampler": ["model.head=multihead", "train.sampler.name=weighted_class"],
+    "cutmix": ["model.head=multihead", "train.augment.cutmix=0.5", "train.augment.cutmix_mode=vertical"],
+    "ema": ["model.head=multihead", "train.ema=0.999"],
+    "scratch_resnet18": ["model.head=multihead", "model.backbone=resnet18", "model.pretrained="],
+    "external_elderly": ["model.head=multihead", f"data.extra=[{EXTRA}]"],
+}
+
+
+def prepare_extra() -> None:
+    """Masked extra people from external-elderly, made once (resumable)."""
+    data = REPO.parent / "shared" / "data" / "external-elderly"
+    subprocess.run([sys.executable, "-m", "maskclf", "synth-masks", str(data), str(EXTRA)], check=True)
+
+
+def run_row(name: str, budget: float) -> None:
+    if name == "external_elderly":
+        prepare_extra()
+    cmd = [sys.executable, str(REPO / "bench" / "accuracy.py"), "--budget-min", str(budget), "--label", name,
+           "--out", str(RESULTS)]
+    for o in BASE + ROWS[name]:
+        cmd += ["--set", o]
+    subprocess.run(cmd, check=True)
+
+
+def render() -> None:
+    rows = json.loads(RESULTS.read_text()) if RESULTS.is_file() else []
+    latest = {r["what"]: r for r in rows}  # a rerun replaces the earlier row
+    lines = ["# Techniques on utkmask: one base recipe, one change per row", "",
+             f"Base overrides: `{' '.join(BASE)}`. Trained on utkmask/train (person hold-out), scored on "
+             "utkmask/eval and mask-real. Rendered by `bench/recipes.py --render` from bench/results/recipes.json.",
+             "", "| row | change | val F1 | eval macro F1 | mask / gender / age acc | mask-real acc | train min | epochs | date |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name in ROWS:
+        r = latest.get(name)
+        if r is None:
+            lines.append(f"| {name} | `{' '.join(ROWS[name])}` | not run yet | | | | | | |")
+            continue
+        a = r["eval_attributes"]
+        lines.append(f"| {name} | `{' '.join(ROWS[name])}` | {r['val_f1']:.3f} | {r['eval_f1']:.3f} | "
+                     f"{a['mask']['accuracy']:.3f} / {a['gender']['accuracy']:.3f} / {a['age']['accuracy']:.3f} | "
+                     f"{r['mask_real']['mask_accuracy']:.3f} | {r['train_minutes']:.1f} | {r['epochs']} | {r['date']} |")
+    lines += ["", "Reproduce a row: `.venv/bin/python bench/recipes.py --only ROW` (same budget for every row)."]
+    TABLE.write_text("\n".join(lines) + "\n")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", nargs="+", choices=sorted(ROWS), help="run only these rows")
+    ap.add_argument("--budget-min", type=float, default=12.0, help="training minutes per row (default 12)")
+    ap.add_argument("--render", action="store_true", help="only rebuild bench/RECIPES.md")
+    args = ap.parse_args(argv)
+    if not args.render:
+        for name in args.only or list(ROWS):
+            run_row(name, args.budget_min)
+            render()
+    render()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
