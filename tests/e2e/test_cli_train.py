@@ -116,6 +116,15 @@ def test_early_stopping_stops_after_patience_epochs(capsys, tiny_data, crops, tm
     assert "stopped: early stop: no val improvement for 2 epochs" in out
 
 
+def test_time_budget_stops_after_the_epoch_that_crosses_it(capsys, tiny_data, crops, tmp_path):
+    rc, out, err = run(capsys, "train", tiny_data, "--quiet",
+                       *sets(crops, tmp_path, "train.epochs=5", "train.time_budget_min=0.0001"))
+    assert rc == 0, err
+    s = json.loads((tmp_path / "exp" / "summary.json").read_text())
+    assert s["epochs_run"] == 1
+    assert s["members"]["main"]["stopped"] == "time budget reached after epoch 1"
+
+
 def test_broken_train_image_is_skipped_and_reported(capsys, tiny_data, tmp_path):
     root = tmp_path / "data"
     shutil.copytree(tiny_data / "train", root / "train")
