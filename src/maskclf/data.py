@@ -32,8 +32,9 @@ def cached_crops(records: list[Record], root: Path, cfg: PrepareCfg, cache_root:
     cache = FaceCache(cache_dir_for(root, cfg, cache_root))
     cache.update(records, root, cfg, progress=progress)
     keys = [cache_key(root, r.path) for r in records]
-    kept = [(k, r) for k, r in zip(keys, records) if k not in cache.failed]
-    skipped = {str(r.path): cache.failed[k] for k, r in zip(keys, records) if k in cache.failed}
+    failed = cache.failed  # a property that builds a dict: read it once, not per record
+    kept = [(k, r) for k, r in zip(keys, records) if k not in failed]
+    skipped = {str(r.path): failed[k] for k, r in zip(keys, records) if k in failed}
     images = cache.get([k for k, _ in kept]) if kept else np.empty((0, cfg.size, cfg.size, 3), np.uint8)
     return images, [r for _, r in kept], skipped
 
