@@ -2,6 +2,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 # No network here or in CI: make hub clients fail fast instead of retrying.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -32,3 +33,10 @@ def tiny_data() -> Path:
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Point the face cache at a throwaway folder for the test session, never at ~/.cache."""
     monkeypatch.setenv("MASKCLF_CACHE", str(tmp_path_factory.getbasetemp() / "face-cache"))
+
+
+@pytest.fixture(scope="session")
+def crops(tmp_path_factory) -> Path:
+    """Face-crop cache shared by the fit tests of a session (the first fit fills it); one torch thread for them."""
+    torch.set_num_threads(1)
+    return tmp_path_factory.getbasetemp() / "tiny-crops"

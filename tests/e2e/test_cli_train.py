@@ -18,13 +18,6 @@ TINY = ["model.backbone=test_resnet", "prepare.detector=none", "prepare.size=48"
         "train.batch_size=16", "train.device=cpu", "train.scheduler.params.warmup_epochs=0"]
 
 
-@pytest.fixture(scope="module")
-def crops(tmp_path_factory) -> Path:
-    """Face-crop cache shared by the fit tests of a session (the first fit fills it)."""
-    torch.set_num_threads(1)
-    return tmp_path_factory.getbasetemp() / "tiny-crops"
-
-
 def sets(crops: Path, out: Path, *extra: str) -> list[str]:
     args = TINY + [f"data.cache_dir={crops}", f"run.out_dir={out}", *extra]
     return [a for s in args for a in ("--set", s)]
