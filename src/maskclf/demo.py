@@ -10,6 +10,7 @@ from maskclf.config import Config, load_config
 # Small and quick on a 2-core CPU; anything here can still be overridden with --config/--set.
 DEMO_OVERRIDES = [
     "model.backbone=resnet18",
+    "model.pretrained=",
     "model.head=multihead",
     "train.epochs=8",
     "train.batch_size=32",

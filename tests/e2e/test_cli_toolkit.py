@@ -19,10 +19,11 @@ from maskclf.labels import decode
 from maskclf.predict import load_model, predict_probs, read_probs, write_probs
 from maskclf.records import load_train
 from maskclf.runs import load_run_config
+from maskclf.targets import probs18
 from maskclf.transforms import build_eval_transform
 
-TINY = ["model.backbone=test_resnet", "train.input_size=32", "prepare.size=48", "train.epochs=2",
-        "train.batch_size=16", "train.scheduler.params.warmup_epochs=0", "prepare.detector=none",
+TINY = ["model.backbone=test_resnet", "model.pretrained=", "train.input_size=32", "prepare.size=48",
+        "train.epochs=2", "train.batch_size=16", "train.scheduler.params.warmup_epochs=0", "prepare.detector=none",
         "train.device=cpu", "run.tensorboard=false"]
 K = 3
 
@@ -205,12 +206,12 @@ def test_tta_none_is_plain_prediction_and_hflip_averages_the_flipped_view(tiny_c
     saved = np.array([[float(x) for x in row[1:]] for row in rows_of(fold / "val.probs.csv")[1:]])
     assert plain == pytest.approx(saved, abs=1e-5)
 
-    model, _ = loaded.members["main"]
+    model, spec = loaded.members["main"]
     view = build_eval_transform(loaded.cfg.train.input_size, model.data_config["mean"], model.data_config["std"])
 
     @torch.no_grad()
     def forward(x):
-        return model(view(torch.from_numpy(np.ascontiguousarray(x))))["cls"].softmax(-1).numpy()
+        return probs18(model(view(torch.from_numpy(np.ascontiguousarray(x)))), spec).numpy()
 
     by_hand, flipped = forward(images), forward(images[:, :, ::-1])  # (B, H, W, 3): axis 2 is left-right
     assert plain == pytest.approx(by_hand, abs=1e-6)

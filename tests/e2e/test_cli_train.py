@@ -14,8 +14,8 @@ from maskclf.cli import main
 from maskclf.config import load_config
 from maskclf.train import fit
 
-TINY = ["model.backbone=test_resnet", "prepare.detector=none", "prepare.size=48", "train.input_size=32",
-        "train.batch_size=16", "train.device=cpu", "train.scheduler.params.warmup_epochs=0"]
+TINY = ["model.backbone=test_resnet", "model.pretrained=", "prepare.detector=none", "prepare.size=48",
+        "train.input_size=32", "train.batch_size=16", "train.device=cpu", "train.scheduler.params.warmup_epochs=0"]
 
 
 def sets(crops: Path, out: Path, *extra: str) -> list[str]:
@@ -157,7 +157,7 @@ def test_training_options_run_one_epoch(extra, tiny_data, crops, tmp_path):
 
 
 def test_ema_weights_are_the_ones_validated_and_saved(tiny_data, crops, tmp_path):
-    r = fit(_cfg(tiny_data, crops, tmp_path, "train.epochs=1", "train.ema=0.5"), progress=False)
+    r = fit(_cfg(tiny_data, crops, tmp_path, "train.epochs=1", "train.ema=0.5", "model.head=single"), progress=False)
     best = load_checkpoint(r.checkpoint)["models"]["main"]
     raw = load_checkpoint(r.run_dir / "last.pt")["models"]["main"]  # the trained (non-averaged) weights
     key = "heads.cls.weight"
@@ -166,10 +166,11 @@ def test_ema_weights_are_the_ones_validated_and_saved(tiny_data, crops, tmp_path
 
 
 def test_freeze_then_unfreeze(tiny_data, crops, tmp_path):
-    frozen = fit(_cfg(tiny_data, crops, tmp_path, "train.epochs=1", "model.freeze=all"), progress=False)
-    thawed = fit(_cfg(tiny_data, crops, tmp_path, "train.epochs=2", "model.freeze=all", "model.unfreeze_epoch=1"),
-                 progress=False)
-    unfrozen = fit(_cfg(tiny_data, crops, tmp_path, "train.epochs=1"), progress=False)
+    single = "model.head=single"
+    frozen = fit(_cfg(tiny_data, crops, tmp_path, "train.epochs=1", single, "model.freeze=all"), progress=False)
+    thawed = fit(_cfg(tiny_data, crops, tmp_path, "train.epochs=2", single, "model.freeze=all",
+                      "model.unfreeze_epoch=1"), progress=False)
+    unfrozen = fit(_cfg(tiny_data, crops, tmp_path, "train.epochs=1", single), progress=False)
     w = {name: load_checkpoint(r.run_dir / "last.pt")["models"]["main"] for name, r in
          [("frozen", frozen), ("thawed", thawed), ("unfrozen", unfrozen)]}
     conv, bn, head = "backbone.conv1.0.weight", "backbone.bn1.running_mean", "heads.cls.weight"
@@ -182,11 +183,11 @@ def test_freeze_then_unfreeze(tiny_data, crops, tmp_path):
 
 
 def _init(tiny_data, crops, tmp_path) -> dict:
-    """Weights of the model fit() starts from (same seed, before any step)."""
+    """Weights of the single-head model fit() starts from (same seed, before any step)."""
     from maskclf.model import build_model
     from maskclf.runtime import seed_everything
     from maskclf.targets import head_spec
 
-    cfg = _cfg(tiny_data, crops, tmp_path)
+    cfg = _cfg(tiny_data, crops, tmp_path, "model.head=single")
     seed_everything(cfg.train.seed)
     return build_model(cfg.model, head_spec("single", "classes").heads).state_dict()

@@ -12,9 +12,10 @@ from maskclf.labels import combine_probs
 from maskclf.overrides import load_fixes
 from maskclf.records import load_train
 
-TINY_MODEL = ["--set", "model.backbone=resnet18", "--set", "train.input_size=32", "--set", "prepare.size=48",
-              "--set", "train.epochs=1", "--set", "train.batch_size=16", "--set", "prepare.detector=none",
-              "--set", "run.tensorboard=false", "--set", "train.scheduler.params.warmup_epochs=0"]
+TINY_MODEL = ["--set", "model.backbone=resnet18", "--set", "model.pretrained=", "--set", "train.input_size=32",
+              "--set", "prepare.size=48", "--set", "train.epochs=1", "--set", "train.batch_size=16",
+              "--set", "prepare.detector=none", "--set", "run.tensorboard=false",
+              "--set", "train.scheduler.params.warmup_epochs=0"]
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

@@ -18,8 +18,8 @@ def test_torchrun_two_processes_train_one_run(tiny_data, tmp_path):
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     cmd = [torchrun, "--standalone", "--nproc_per_node=2", "-m", "maskclf", "train", str(tiny_data), "--quiet",
            "--set", f"run.out_dir={tmp_path / 'runs'}", "--set", "model.backbone=test_resnet",
-           "--set", "train.input_size=32", "--set", "prepare.size=48", "--set", "prepare.detector=none",
-           "--set", "train.epochs=2", "--set", "train.batch_size=16",
+           "--set", "model.pretrained=", "--set", "train.input_size=32", "--set", "prepare.size=48",
+           "--set", "prepare.detector=none", "--set", "train.epochs=2", "--set", "train.batch_size=16",
            "--set", "train.scheduler.params.warmup_epochs=0", "--set", f"data.cache_dir={tmp_path / 'cache'}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)

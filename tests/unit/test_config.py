@@ -19,6 +19,14 @@ def test_defaults_live_in_code():
     assert cfg.train.optimizer.name == "adamw"
 
 
+def test_default_recipe_is_wheel_mobilenetv2_with_three_heads_and_custom_augmentation():
+    cfg = Config()
+    assert (cfg.model.backbone, cfg.model.pretrained, cfg.model.head) == ("mobilenetv2_100", "wheel", "multihead")
+    assert cfg.train.augment.preset == "custom"
+    assert cfg.train.optimizer.name == "adamw" and cfg.train.optimizer.params == {"lr": 1e-3, "weight_decay": 0.01}
+    assert (cfg.train.batch_size, cfg.train.input_size, cfg.prepare.detector) == (64, 112, "yuface")
+
+
 def test_yaml_file_holds_only_changes(tmp_path):
     f = write(tmp_path / "exp.yaml", "train:\n  epochs: 3\n  optimizer:\n    params: {lr: 0.01}\ndata:\n  age_bounds: [30, 58]\n")
     cfg = load_config([f])
@@ -26,7 +34,7 @@ def test_yaml_file_holds_only_changes(tmp_path):
     assert cfg.data.age_bounds == (30, 58)
     # untouched keys keep their defaults, including siblings inside params
     assert cfg.train.batch_size == Config().train.batch_size
-    assert cfg.train.optimizer.params == {"lr": 0.01, "weight_decay": 0.05}
+    assert cfg.train.optimizer.params == {"lr": 0.01, "weight_decay": 0.01}
 
 
 def test_files_apply_in_order_then_overrides(tmp_path):
@@ -43,7 +51,7 @@ def test_set_values_are_parsed_as_yaml():
     assert cfg.train.amp is False
     assert cfg.train.time_budget_min == 1.5
     assert cfg.model.head_weights == {"mask": 1.0, "gender": 1.0, "age": 2.0}
-    assert cfg.train.optimizer.params == {"lr": 3e-4, "weight_decay": 0.05}
+    assert cfg.train.optimizer.params == {"lr": 3e-4, "weight_decay": 0.01}
 
 
 def test_exponent_floats_without_a_dot_are_floats(tmp_path):

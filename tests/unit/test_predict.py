@@ -14,9 +14,9 @@ from maskclf.predict import load_model, predict, predict_probs, read_probs
 from maskclf.records import load_train
 from maskclf.train import fit
 
-TINY = ["model.backbone=test_resnet", "prepare.detector=none", "prepare.size=48", "train.input_size=32",
-        "train.batch_size=16", "train.device=cpu", "train.scheduler.params.warmup_epochs=0", "run.tensorboard=false",
-        "train.epochs=1"]
+TINY = ["model.backbone=test_resnet", "model.pretrained=", "prepare.detector=none", "prepare.size=48",
+        "train.input_size=32", "train.batch_size=16", "train.device=cpu", "train.scheduler.params.warmup_epochs=0",
+        "run.tensorboard=false", "train.epochs=1"]
 CPU = torch.device("cpu")
 
 
@@ -35,7 +35,7 @@ def _info_ids(eval_dir: Path) -> list[str]:
 
 
 LAYOUTS = {
-    "single": [],
+    "single": ["model.head=single"],
     "multihead": ["model.head=multihead"],
     "separate": ["model.head=separate"],
     "age bins": ["model.head=multihead", "model.age=bins"],

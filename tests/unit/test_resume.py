@@ -13,8 +13,9 @@ from maskclf.config import load_config
 from maskclf.tracking import read_metrics
 from maskclf.train import fit
 
-TINY = ["model.backbone=test_resnet", "prepare.detector=none", "prepare.size=48", "train.input_size=32",
-        "train.batch_size=16", "train.device=cpu", "train.scheduler.params.warmup_epochs=0", "run.tensorboard=false"]
+TINY = ["model.backbone=test_resnet", "model.pretrained=", "prepare.detector=none", "prepare.size=48",
+        "train.input_size=32", "train.batch_size=16", "train.device=cpu", "train.scheduler.params.warmup_epochs=0",
+        "run.tensorboard=false"]
 
 
 def tiny_cfg(tiny_data, crops, out, *sets):

@@ -10,8 +10,10 @@ from maskclf.runs import format_runs_table, runs_table, write_runs_csv
 
 def make_run(path, sets, summary=None, config_name="config.yaml"):
     path.mkdir(parents=True)
-    # run.name, run.out_dir and data.cache_dir differ everywhere: they must never count as a difference
-    cfg = load_config([], [f"run.name={path.name}", f"run.out_dir={path.parent}", f"data.cache_dir={path}/c", *sets])
+    # run.name, run.out_dir and data.cache_dir differ everywhere: they must never count as a difference.
+    # Runs are ResNet18 runs (as their summaries say) unless `sets` choose another backbone.
+    cfg = load_config([], [f"run.name={path.name}", f"run.out_dir={path.parent}", f"data.cache_dir={path}/c",
+                           "model.backbone=resnet18", "model.pretrained=", *sets])
     (path / config_name).write_text(cfg.to_yaml())
     if summary is not None:
         (path / "summary.json").write_text(json.dumps(summary))

@@ -55,7 +55,7 @@ def test_check_space_rejects_a_range_end_outside_the_config_limits():
 def test_apply_params_in_order_new_named_choice_starts_from_empty_params():
     cfg = apply_params(Config(), {"train.optimizer.name": "sgd", "train.optimizer.params.lr": 0.05})
     assert (cfg.train.optimizer.name, cfg.train.optimizer.params) == ("sgd", {"lr": 0.05})
-    assert Config().train.optimizer.params["weight_decay"] == 0.05  # defaults untouched
+    assert Config().train.optimizer.params["weight_decay"] == 0.01  # defaults untouched
 
 
 def test_suggest_samples_each_type_under_its_dotted_name():
@@ -71,9 +71,9 @@ def test_suggest_samples_each_type_under_its_dotted_name():
 
 def test_config_changes_round_trip_through_yaml(tmp_path):
     cfg = load_config(overrides=["train.epochs=3", "train.optimizer.name=sgd", "train.optimizer.params.lr=0.05",
-                                 "data.root=/some/data", "model.head=multihead"])
+                                 "data.root=/some/data", "model.head=single"])
     changes = config_changes(cfg)
-    assert changes == {"model": {"head": "multihead"},
+    assert changes == {"model": {"head": "single"},
                        "train": {"epochs": 3, "optimizer": {"name": "sgd", "params": {"lr": 0.05}}}}
     path = tmp_path / "best.yaml"
     path.write_text(yaml.safe_dump(changes))
