@@ -128,7 +128,7 @@ def build_training(s: Settings, seed: int = 0) -> tuple[nn.Module, StepParts]:
     """A fresh resnet18 with maskclf's default single head, loss, optimiser, schedule and `custom` augmentation."""
     torch.manual_seed(seed)
     spec, t = head_spec("single", "classes"), TrainCfg()
-    model = build_model(ModelCfg(backbone="resnet18"), spec.heads)
+    model = build_model(ModelCfg(backbone="resnet18", pretrained=""), spec.heads)
     optimizer = build_optimizer(model, t.optimizer)
     dc = model.data_config
     parts = StepParts(criterion=build_criterion(spec.heads, t.loss, {}, {}, {}, False, False), optimizer=optimizer,
