@@ -118,6 +118,9 @@ class TrainCfg(_Section):
     device: str = "auto"
     # Stop after the epoch that crosses this many minutes of training (shared equally by `separate`'s models).
     time_budget_min: float | None = None
+    # With a budget: time the first epoch (train + validation), plan only the epochs that fit and end the lr
+    # schedule there, so a cut-short cosine still anneals. The stop above stays as a safety net.
+    fit_budget: bool = True
 
     @field_validator("head_losses")
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -47,6 +48,7 @@ class Member:
     stop_reason: str = "max epochs"
     images_trained: int = 0
     train_seconds: float = 0.0
+    epochs_planned: int | None = None  # train.epochs, or fewer when train.fit_budget shortened the run
 
 
 def member_plan(spec: HeadSpec, head: str) -> list[MemberSpec]:
@@ -100,12 +102,14 @@ def _build_parts(cfg: Config, ms: MemberSpec, model, train_set: CropSet, device,
 
 
 def train_member(cfg: Config, ms: MemberSpec, train_set: CropSet, val_set: CropSet, device, run_dir: Path,
-                 tracker, state: dict, progress: bool = True, on_epoch=None, dist: Dist = Dist()) -> Member:
+                 tracker, state: dict, progress: bool = True, on_epoch=None, dist: Dist = Dist(),
+                 clock=time.monotonic) -> Member:
     """Train one member with early stopping; resumes from `state` (a loaded last.pt, or {} for a fresh run).
 
     Finished members are recorded in `state["done_members"]`, so every later last.pt lists them.
 
     `on_epoch(member_name, epoch, score)` is called after each validation (tuning uses it to prune trials).
+    `clock()` (seconds) times the first epoch when train.fit_budget fits the run to train.time_budget_min.
     Under torchrun each rank trains on its slice of the epoch's order; all ranks validate on the whole
     validation set (identical replicas reach identical decisions) and only rank 0 writes.
     """
@@ -129,12 +133,14 @@ def train_member(cfg: Config, ms: MemberSpec, train_set: CropSet, val_set: CropS
     n_members = 3 if cfg.model.head == "separate" else 1  # the separate layout's models share the budget
     budget_s = t.time_budget_min * 60 / n_members if t.time_budget_min else None
     prefix = "" if ms.name == "main" else f"{ms.name}/"
+    member.epochs_planned = member.epochs_planned or t.epochs
     for epoch in range(start, t.epochs):
+        began = clock()
         model.set_epoch(epoch)
         order = epoch_order(len(train_set), t.seed, epoch, sampler)[dist.rank::dist.world]
         gen = torch.Generator(device=device).manual_seed(t.seed * 100_003 + epoch)
         stats = train_one_epoch(train_model, train_set, order, t.batch_size, parts, device, gen,
-                                desc=f"{prefix}epoch {epoch + 1}/{t.epochs}", progress=progress)
+                                desc=f"{prefix}epoch {epoch + 1}/{member.epochs_planned}", progress=progress)
         eval_model = parts.ema.module if parts.ema is not None else model
         outputs = predict_outputs(eval_model, val_set, member.eval_transform, device, amp=parts.amp,
                                   desc="validate", progress=progress)
@@ -153,21 +159,42 @@ def train_member(cfg: Config, ms: MemberSpec, train_set: CropSet, val_set: CropS
         else:
             bad_epochs += 1
         _log_epoch(tracker, prefix, epoch, stats, val_loss, score, report, outputs, ms, val_set, improved)
-        stop = _stop_reason(bad_epochs, t.patience, epoch, t.epochs, budget_s, member.train_seconds)
+        if epoch == 0 and budget_s is not None and t.fit_budget:
+            _fit_budget(member, parts, budget_s, clock() - began, t.epochs, prefix, dist.main)
+        stop = _stop_reason(bad_epochs, t.patience, epoch, member.epochs_planned, budget_s, member.train_seconds)
         if stop:
             member.stop_reason = stop
-        finished = bool(stop) or epoch + 1 == t.epochs
+        elif epoch + 1 == member.epochs_planned < t.epochs:
+            member.stop_reason = f"time budget: fitted {member.epochs_planned} of {t.epochs} epochs"
+        finished = bool(stop) or epoch + 1 == member.epochs_planned
         if dist.main:
             _save_last(run_dir, cfg, member, parts, epoch, bad_epochs, state, finished)
         if progress:
-            print(f"{prefix}epoch {epoch + 1}/{t.epochs}  loss {stats['loss']:.4f}  val_loss {val_loss:.4f}  "
-                  f"val_f1 {score:.4f}{'  *best*' if improved else ''}  {stats['images_per_s']:.0f} img/s")
+            print(f"{prefix}epoch {epoch + 1}/{member.epochs_planned}  loss {stats['loss']:.4f}  "
+                  f"val_loss {val_loss:.4f}  val_f1 {score:.4f}{'  *best*' if improved else ''}  {stats['images_per_s']:.0f} img/s")
         if on_epoch is not None:
             on_epoch(ms.name, epoch, score)
-        if stop:
+        if finished:
             break
     model.load_state_dict(member.best_state)
     return member
+
+
+def _fit_budget(member: Member, parts: StepParts, budget_s: float, epoch_s: float, epochs: int, prefix: str,
+                main: bool) -> None:
+    """Plan as many epochs as the budget holds at the first epoch's pace, and end the lr schedule there."""
+    fits = min(epochs, max(1, math.floor(budget_s / max(epoch_s, 1e-9))))
+    member.epochs_planned = fits
+    if fits == epochs:
+        note = "keeping the schedule"
+    elif fits > parts.schedule.warmup_epochs:
+        parts.schedule.retarget(fits)
+        note = "schedule shortened"
+    else:
+        note = "schedule kept: the shortened run would not get past the warm-up"
+    if main:
+        print(f"{prefix}budget: {budget_s / 60:g} min fits {fits} of {epochs} epochs "
+              f"(first epoch {epoch_s:.1f} s); {note}", flush=True)
 
 
 def _stop_reason(bad_epochs, patience, epoch, epochs, budget_s, seconds) -> str:
@@ -205,7 +232,8 @@ def _save_last(run_dir, cfg, member: Member, parts: StepParts, epoch, bad_epochs
     done = dict(state.get("done_members", {}))
     info = {"best_state": member.best_state, "best_score": member.best_score, "best_epoch": member.best_epoch,
             "epochs_run": member.epochs_run, "stop_reason": member.stop_reason,
-            "images_trained": member.images_trained, "train_seconds": member.train_seconds}
+            "images_trained": member.images_trained, "train_seconds": member.train_seconds,
+            "epochs_planned": member.epochs_planned}
     if finished:
         done[member.spec.name] = info
     payload = checkpoint_payload(cfg, member.spec.spec, {member.spec.name: member.model.state_dict()},
@@ -223,6 +251,7 @@ def _save_last(run_dir, cfg, member: Member, parts: StepParts, epoch, bad_epochs
 def _restore_done(member: Member, info: dict) -> None:
     for k in ("best_state", "best_score", "best_epoch", "epochs_run", "stop_reason", "images_trained", "train_seconds"):
         setattr(member, k, info[k])
+    member.epochs_planned = info.get("epochs_planned")  # absent in runs from before train.fit_budget
     member.model.load_state_dict(member.best_state)
 
 

@@ -160,9 +160,11 @@ class Schedule:
     """Sets every param group's lr each optimiser step; the engine never needs to know which schedule it is."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, shape: Callable[[float], float], steps_per_epoch: int,
-                 warmup_epochs: float = 0.0, warmup_lr_ratio: float = 0.01):
+                 warmup_epochs: float = 0.0, warmup_lr_ratio: float = 0.01, epochs: int | None = None,
+                 make_shape: Callable[[int], Callable[[float], float]] | None = None):
         self.optimizer, self.shape, self.steps_per_epoch = optimizer, shape, steps_per_epoch
         self.warmup_epochs, self.warmup_lr_ratio = warmup_epochs, warmup_lr_ratio
+        self.epochs, self.make_shape = epochs, make_shape  # make_shape(epochs) rebuilds the shape for retarget()
         self.iteration, self.epoch = 0, 0
         self._apply()
 
@@ -192,13 +194,28 @@ class Schedule:
             self.shape.update(metric)
         self._apply()
 
+    def retarget(self, epochs: int) -> None:
+        """End the schedule at `epochs` instead (same warm-up, same position): a shortened run still anneals."""
+        if self.make_shape is None:
+            raise ValueError("this schedule was built without make_shape, so it cannot be retargeted")
+        if not self.warmup_epochs < epochs:
+            raise ValueError(f"cannot end the schedule at epoch {epochs}: the warm-up lasts {self.warmup_epochs:g}")
+        plateau = self.shape.state_dict() if isinstance(self.shape, Plateau) else None
+        self.shape, self.epochs = self.make_shape(epochs), epochs
+        if plateau is not None:
+            self.shape.load_state_dict(plateau)
+        self._apply()
+
     def state_dict(self) -> dict:
-        state = {"iteration": self.iteration, "epoch": self.epoch}
+        state = {"iteration": self.iteration, "epoch": self.epoch, "epochs": self.epochs}
         if isinstance(self.shape, Plateau):
             state["plateau"] = self.shape.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
+        epochs = state.get("epochs")  # absent in checkpoints from before retarget()
+        if epochs is not None and epochs != self.epochs:
+            self.retarget(epochs)
         self.iteration, self.epoch = state["iteration"], state["epoch"]
         if isinstance(self.shape, Plateau):
             self.shape.load_state_dict(state["plateau"])
@@ -229,9 +246,13 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: NamedCfg, epochs: int
         raise ValueError(f"scheduler warm-up ({warmup:g} epochs) must be shorter than training ({epochs} epochs): "
                          "lower train.scheduler.params.warmup_epochs or raise train.epochs")
     ratio = _number("warmup_lr_ratio", params.pop("warmup_lr_ratio", 0.01), 0.0, 1.0)
+
+    def make_shape(end: int) -> Callable[[float], float]:
+        return factory((warmup, float(end)), **params)
+
     try:
-        shape = factory((warmup, float(epochs)), **params)
+        shape = make_shape(epochs)
     except TypeError as exc:
         raise ValueError(f"scheduler '{cfg.name}': invalid params {cfg.params} ({exc}); valid params: {valid}") \
             from None
-    return Schedule(optimizer, shape, steps_per_epoch, warmup, ratio)
+    return Schedule(optimizer, shape, steps_per_epoch, warmup, ratio, epochs, make_shape)

@@ -36,10 +36,11 @@ class FitResult:
 
 
 def fit(cfg: Config, resume: Path | None = None, progress: bool = True, run_dir: Path | None = None,
-        on_epoch=None) -> FitResult:
+        on_epoch=None, clock=time.monotonic) -> FitResult:
     """Train as `cfg` says; with `resume`, continue that run from its last checkpoint.
 
     `on_epoch(member, epoch, val_score)` is called after every validation (e.g. to prune a tuning trial).
+    `clock()` times the first epoch for train.fit_budget.
     """
     if resume is not None:
         cfg = load_run_config(Path(resume))
@@ -75,7 +76,7 @@ def fit(cfg: Config, resume: Path | None = None, progress: bool = True, run_dir:
         for member_spec in member_plan(spec, cfg.model.head):
             members[member_spec.name] = train_member(
                 cfg, member_spec, train_set, val_set, device, run_dir, tracker, state, progress=progress,
-                on_epoch=on_epoch, dist=dist)
+                on_epoch=on_epoch, dist=dist, clock=clock)
     finally:
         tracker.close()
     result = _finish(cfg, run_dir, spec, members, (train_set, val_set), device, started, skipped, data, progress,
@@ -110,10 +111,11 @@ def _finish(cfg, run_dir, spec, members, sets, device, started, skipped, data, p
         "name": run_dir.name, "run_dir": str(run_dir), "version": __version__, "git_commit": git_commit(),
         "backbone": cfg.model.backbone, "head": cfg.model.head, "age": cfg.model.age,
         "best_epoch": best_epoch, "epochs_run": max(m.epochs_run for m in members.values()),
+        "epochs_planned": max(m.epochs_planned or cfg.train.epochs for m in members.values()),
         "val_f1": report["f1"], "val_accuracy": report["accuracy"],
         "val_attributes": {k: {"accuracy": v["accuracy"], "f1": v["f1"]} for k, v in report["attributes"].items()},
-        "members": {n: {"best_epoch": m.best_epoch, "best_score": m.best_score, "stopped": m.stop_reason}
-                    for n, m in members.items()},
+        "members": {n: {"best_epoch": m.best_epoch, "best_score": m.best_score, "stopped": m.stop_reason,
+                        "epochs_planned": m.epochs_planned or cfg.train.epochs} for n, m in members.items()},
         "wall_seconds": time.time() - started, "train_seconds": train_seconds,
         "images_per_s": images / max(train_seconds, 1e-9), "device": str(device),
         "world_size": int(os.environ.get("WORLD_SIZE", 1)),

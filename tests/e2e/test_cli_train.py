@@ -111,7 +111,8 @@ def test_early_stopping_stops_after_patience_epochs(capsys, tiny_data, crops, tm
 
 def test_time_budget_stops_after_the_epoch_that_crosses_it(capsys, tiny_data, crops, tmp_path):
     rc, out, err = run(capsys, "train", tiny_data, "--quiet",
-                       *sets(crops, tmp_path, "train.epochs=5", "train.time_budget_min=0.0001"))
+                       *sets(crops, tmp_path, "train.epochs=5", "train.time_budget_min=0.0001",
+                             "train.fit_budget=false"))  # the hard stop alone
     assert rc == 0, err
     s = json.loads((tmp_path / "exp" / "summary.json").read_text())
     assert s["epochs_run"] == 1

@@ -1,0 +1,177 @@
+"""train.fit_budget: the first epoch's time decides how many epochs fit, and the lr schedule ends there."""
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from maskclf.checkpoint import load_checkpoint
+from maskclf.config import NamedCfg, load_config
+from maskclf.optim import build_scheduler
+from maskclf.tracking import read_metrics
+from maskclf.train import fit
+
+LR = 1e-3
+LOW = 0.1  # cosine end value, as a fraction of the lr
+TINY = ["model.backbone=test_resnet", "model.pretrained=", "prepare.detector=none", "prepare.size=48",
+        "train.input_size=32", "train.batch_size=16", "train.device=cpu", "run.tensorboard=false",
+        f"train.optimizer.params.lr={LR}",
+        "train.scheduler.name=cosine", "train.scheduler.params.warmup_epochs=1",
+        f"train.scheduler.params.min_lr_ratio={LOW}", "train.patience=10"]
+
+
+def tiny_cfg(tiny_data, crops, out, *sets):
+    return load_config([], TINY + [f"data.root={tiny_data}", f"data.cache_dir={crops}", f"run.out_dir={out}", *sets])
+
+
+class FakeClock:
+    """Seconds that advance by `step` on every reading: every timed epoch takes exactly `step` seconds."""
+
+    def __init__(self, step: float):
+        self.step, self.now = step, 0.0
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+class Killed(Exception):
+    pass
+
+
+def kill_at(member: str, epoch: int):
+    def hook(name, e, score):
+        if (name, e) == (member, epoch):
+            raise Killed
+
+    return hook
+
+
+def curve(run_dir, key="train/loss", prefix=""):
+    """Per-epoch value of a metric (the lr a train epoch ended with, its loss, ...)."""
+    return {r["step"]: r[prefix + key] for r in read_metrics(run_dir) if prefix + key in r}
+
+
+def cosine(e: float, start: float, end: float) -> float:
+    return LR * (LOW + (1 - LOW) * 0.5 * (1 + math.cos(math.pi * (e - start) / (end - start))))
+
+
+# 10 minutes at 200 s an epoch: 3 of the 5 epochs fit.
+BUDGET = ["train.epochs=5", "train.time_budget_min=10"]
+
+
+def test_budget_shortens_the_run_and_the_cosine_still_reaches_its_end_value(tiny_data, crops, tmp_path, capsys):
+    result = fit(tiny_cfg(tiny_data, crops, tmp_path, *BUDGET), progress=False, clock=FakeClock(200.0))
+    assert "budget: 10 min fits 3 of 5 epochs (first epoch 200.0 s); schedule shortened" in capsys.readouterr().out
+    s = result.summary
+    assert s["epochs_run"] == 3 and s["epochs_planned"] == 3
+    assert s["members"]["main"]["epochs_planned"] == 3
+    assert s["members"]["main"]["stopped"] == "time budget: fitted 3 of 5 epochs"
+    lr = curve(result.run_dir, "train/lr")
+    # warm-up unchanged (1 epoch), then the cosine runs over epochs 1..3 instead of 1..5
+    assert lr[1] == pytest.approx(LR)
+    assert lr[2] == pytest.approx(cosine(2, 1, 3)) and lr[2] != pytest.approx(cosine(2, 1, 5))
+    assert lr[3] == pytest.approx(LR * LOW)
+    last = load_checkpoint(result.run_dir / "last.pt")
+    assert last["schedule"]["epochs"] == 3 and last["done_members"]["main"]["epochs_planned"] == 3
+    assert json.loads((result.run_dir / "summary.json").read_text())["epochs_planned"] == 3
+
+
+def test_resume_after_the_shortening_continues_the_same_schedule(tiny_data, crops, tmp_path):
+    cfg = tiny_cfg(tiny_data, crops, tmp_path, *BUDGET, "model.drop_rate=0.3")
+    full = fit(cfg, progress=False, clock=FakeClock(200.0))
+    with pytest.raises(Killed):
+        fit(cfg, progress=False, on_epoch=kill_at("main", 1), clock=FakeClock(200.0))
+    run = tmp_path / "exp2"
+    assert load_checkpoint(run / "last.pt")["running"]["epochs_planned"] == 3
+    # The resumed process never times a first epoch: a clock that says "no time at all" must not matter.
+    resumed = fit(None, resume=run, progress=False, clock=FakeClock(0.0))
+    assert curve(run) == curve(full.run_dir)  # bitwise: same thread count, same process
+    assert curve(run, "train/lr") == curve(full.run_dir, "train/lr")
+    assert sorted(curve(run)) == [1, 2, 3]
+    assert resumed.summary["epochs_planned"] == 3 and resumed.summary["members"]["main"]["stopped"] == \
+        "time budget: fitted 3 of 5 epochs"
+    best, ref = load_checkpoint(run / "best.pt")["models"]["main"], load_checkpoint(full.checkpoint)["models"]["main"]
+    assert all(torch.equal(best[k], ref[k]) for k in ref)
+
+
+def test_separate_layout_fits_each_model_to_its_share(tiny_data, crops, tmp_path):
+    # 6 minutes shared by 3 models: 120 s each, so at 50 s an epoch each model plans 2 of its 3 epochs.
+    cfg = tiny_cfg(tiny_data, crops, tmp_path, "train.epochs=3", "train.time_budget_min=6", "model.head=separate")
+    result = fit(cfg, progress=False, clock=FakeClock(50.0))
+    for name in ("mask", "gender", "age"):
+        assert result.summary["members"][name]["epochs_planned"] == 2
+        assert sorted(curve(result.run_dir, prefix=f"{name}/")) == [1, 2]
+        assert curve(result.run_dir, "train/lr", f"{name}/")[2] == pytest.approx(LR * LOW)
+
+
+def test_fit_budget_false_keeps_the_hard_stop_and_the_full_schedule(tiny_data, crops, tmp_path, capsys):
+    # A budget every real epoch overshoots: training stops after the first epoch with the 5-epoch schedule.
+    cfg = tiny_cfg(tiny_data, crops, tmp_path, "train.epochs=5", "train.time_budget_min=0.0001",
+                   "train.fit_budget=false", "train.scheduler.params.warmup_epochs=0")
+    result = fit(cfg, progress=False, clock=FakeClock(200.0))
+    assert "budget:" not in capsys.readouterr().out
+    assert result.summary["epochs_run"] == 1 and result.summary["epochs_planned"] == 5
+    assert result.summary["members"]["main"]["stopped"] == "time budget reached after epoch 1"
+    assert curve(result.run_dir, "train/lr")[1] == pytest.approx(cosine(1, 0, 5))
+    assert load_checkpoint(result.run_dir / "last.pt")["schedule"]["epochs"] == 5
+
+
+def test_a_budget_that_holds_every_epoch_changes_nothing(tiny_data, crops, tmp_path, capsys):
+    cfg = tiny_cfg(tiny_data, crops, tmp_path, "train.epochs=2", "train.time_budget_min=10")
+    result = fit(cfg, progress=False, clock=FakeClock(1.0))
+    assert "budget: 10 min fits 2 of 2 epochs (first epoch 1.0 s); keeping the schedule" in capsys.readouterr().out
+    assert result.summary["epochs_run"] == 2 and result.summary["members"]["main"]["stopped"] == "max epochs"
+    assert curve(result.run_dir, "train/lr")[2] == pytest.approx(LR * LOW)
+
+
+# ---- Schedule.retarget on its own ------------------------------------------------------------------------------
+
+def sched(name="cosine", epochs=10, steps=4, **params):
+    opt = torch.optim.SGD(nn.Linear(2, 1).parameters(), lr=LR)
+    return build_scheduler(opt, NamedCfg(name=name, params=params), epochs, steps)
+
+
+def advance(s, epochs, steps=4, metric=None):
+    for _ in range(epochs):
+        for _ in range(steps):
+            s.step_batch()
+        s.step_epoch(metric)
+
+
+def test_retarget_keeps_the_position_and_ends_the_cosine_at_the_new_last_epoch():
+    s = sched(warmup_epochs=1, min_lr_ratio=LOW)
+    advance(s, 2)
+    s.retarget(4)
+    assert (s.iteration, s.epoch, s.epochs) == (8, 2, 4)
+    assert s.lr == pytest.approx(cosine(2, 1, 4))
+    advance(s, 2)
+    assert s.lr == pytest.approx(LR * LOW)
+
+
+def test_retargeted_state_reloads_into_a_schedule_built_for_the_full_run():
+    s = sched(warmup_epochs=1, min_lr_ratio=LOW)
+    advance(s, 2)
+    s.retarget(4)
+    fresh = sched(warmup_epochs=1, min_lr_ratio=LOW)
+    fresh.load_state_dict(s.state_dict())
+    seen = []
+    for a in (s, fresh):
+        lrs = []
+        for _ in range(8):
+            lrs.append(a.lr)
+            a.step_batch()
+        seen.append(lrs)
+    assert seen[0] == seen[1] and fresh.epochs == 4
+
+
+def test_retarget_keeps_the_plateau_state_and_refuses_to_end_inside_the_warm_up():
+    s = sched("plateau", factor=0.5, patience=0)
+    advance(s, 1, metric=0.5)
+    advance(s, 1, metric=0.4)  # no improvement: lr halves
+    s.retarget(5)
+    assert s.lr == pytest.approx(LR * 0.5)
+    with pytest.raises(ValueError, match="warm-up lasts 2"):
+        sched(warmup_epochs=2).retarget(2)
