@@ -121,6 +121,9 @@ class TrainCfg(_Section):
     # With a budget: time the first epoch (train + validation), plan only the epochs that fit and end the lr
     # schedule there, so a cut-short cosine still anneals. The stop above stays as a safety net.
     fit_budget: bool = True
+    # After training, tune per-age-group and per-gender log-probability offsets for macro F1 on the validation
+    # predictions; saved in best.pt and applied by predict (predict --no-calibration ignores them).
+    calibrate: bool = True
 
     @field_validator("head_losses")
     @classmethod

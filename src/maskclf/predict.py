@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from maskclf.calibrate import apply_offsets
 from maskclf.checkpoint import CheckpointError, config_of, load_checkpoint
 from maskclf.config import validate
 from maskclf.data import cached_crops, to_cropset
@@ -35,6 +36,7 @@ class LoadedModel:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     info: dict = field(default_factory=dict)
+    offsets: np.ndarray | None = None  # class-prior offsets tuned on validation (train.calibrate); None: none saved
 
 
 def load_model(path: Path, device: torch.device) -> LoadedModel:
@@ -47,8 +49,11 @@ def load_model(path: Path, device: torch.device) -> LoadedModel:
         member_heads = json.loads(ckpt["member_heads"])
         states = ckpt["models"]
         mean, std = tuple(ckpt["mean"]), tuple(ckpt["std"])
-    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        offsets = None if ckpt.get("class_offsets") is None else np.asarray(ckpt["class_offsets"], dtype=np.float64)
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path}: checkpoint is missing or has a malformed field ({exc})") from None
+    if offsets is not None and offsets.shape != (NUM_CLASSES,):
+        raise CheckpointError(f"{path}: class_offsets must hold {NUM_CLASSES} numbers, found shape {offsets.shape}")
     missing = {"mask", "gender", "age"} - set(member_heads) if "main" not in member_heads else set()
     if missing:
         raise CheckpointError(f"{path}: a separate-heads checkpoint without the {sorted(missing)} model(s) "
@@ -63,12 +68,21 @@ def load_model(path: Path, device: torch.device) -> LoadedModel:
             raise CheckpointError(f"{path}: weights for '{name}' do not fit {cfg.model.backbone} ({exc})") from None
         members[name] = (model.to(device).eval(), HeadSpec(heads, spec.age_mode, bounds, spec.bin_edges))
     info = {"epoch": ckpt.get("epoch"), "score": ckpt.get("score"), "version": ckpt.get("version")}
-    return LoadedModel(cfg, spec, members, Path(path), mean, std, info)
+    return LoadedModel(cfg, spec, members, Path(path), mean, std, info, offsets)
 
 
 def predict_probs(loaded: LoadedModel, images: np.ndarray, device: torch.device, tta: str = "none",
-                  batch_size: int = 256, progress: bool = True) -> np.ndarray:
-    """(N, 18) class probabilities, averaged over the TTA views."""
+                  batch_size: int = 256, progress: bool = True, calibration: bool = True) -> np.ndarray:
+    """(N, 18) class probabilities, averaged over the TTA views, then shifted by the checkpoint's class offsets.
+
+    `calibration=False` gives the model's own probabilities (checkpoints without offsets always do).
+    """
+    probs = _model_probs(loaded, images, device, tta, batch_size, progress)
+    return apply_offsets(probs, loaded.offsets) if calibration else probs
+
+
+def _model_probs(loaded: LoadedModel, images: np.ndarray, device: torch.device, tta: str, batch_size: int,
+                 progress: bool) -> np.ndarray:
     data = to_cropset(images, [Record(path=Path(), key=str(i)) for i in range(len(images))])
     size = loaded.cfg.train.input_size
     attrs: dict[str, np.ndarray] = {}
@@ -108,11 +122,12 @@ class PredictResult:
 
 
 def predict(checkpoint: Path, eval_dir: Path, out: Path | None = None, tta: str = "none", device: str = "auto",
-            batch_size: int = 256, progress: bool = True, group_persons: float | None = None) -> PredictResult:
+            batch_size: int = 256, progress: bool = True, group_persons: float | None = None,
+            calibration: bool = True) -> PredictResult:
     """Write `out` (ImageID,ans in info.csv order) and `<out stem>.probs.csv` (ImageID + 18 probabilities).
 
     `group_persons=T` groups the eval photos of one person (upper-face similarity >= T, see maskclf.grouping)
-    and lets each group agree on gender and age.
+    and lets each group agree on gender and age. `calibration=False` ignores the checkpoint's class offsets.
     """
     dev = resolve_device(device)
     loaded = load_model(checkpoint, dev)
@@ -124,7 +139,7 @@ def predict(checkpoint: Path, eval_dir: Path, out: Path | None = None, tta: str 
     if scan.records and not kept:
         path, reason = next(iter(skipped.items()))
         raise ValueError(f"{ev}: none of the {len(scan.records)} eval images could be read (e.g. {path}: {reason})")
-    probs = predict_probs(loaded, images, dev, tta, batch_size, progress)
+    probs = predict_probs(loaded, images, dev, tta, batch_size, progress, calibration)
     groups = None
     if group_persons is not None:
         groups = person_groups(images, group_persons)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from maskclf import __version__
+from maskclf.calibrate import search_offsets
 from maskclf.checkpoint import load_checkpoint, remove_partial_saves, save_checkpoint
 from maskclf.config import Config
 from maskclf.data import crops_for, load_split
@@ -31,7 +32,7 @@ class FitResult:
     best_epoch: int
     summary: dict
     checkpoint: Path
-    val_probs: np.ndarray = field(repr=False, default=None)
+    val_probs: np.ndarray = field(repr=False, default=None)  # the model's own, before the class offsets
     val_keys: list[str] = field(repr=False, default_factory=list)
 
 
@@ -102,6 +103,13 @@ def _finish(cfg, run_dir, spec, members, sets, device, started, skipped, data, p
                                  next(iter(members.values())).model.data_config)
     best_epoch = max(m.best_epoch for m in members.values())
     payload.update(epoch=best_epoch, score=report["f1"])
+    calibration = None
+    if cfg.train.calibrate:
+        cal = search_offsets(probs, val_set.labels)
+        payload["class_offsets"] = cal.offsets
+        calibration = {"val_f1_before": report["f1"], "val_f1_after": cal.f1_after, "age_offsets": cal.age,
+                       "gender_offsets": cal.gender,
+                       "note": "val_f1_after is tuned on this validation set, so it is optimistic"}
     if write:
         save_checkpoint(run_dir / "best.pt", payload)
         write_final_figures(run_dir, report)
@@ -112,7 +120,7 @@ def _finish(cfg, run_dir, spec, members, sets, device, started, skipped, data, p
         "backbone": cfg.model.backbone, "head": cfg.model.head, "age": cfg.model.age,
         "best_epoch": best_epoch, "epochs_run": max(m.epochs_run for m in members.values()),
         "epochs_planned": max(m.epochs_planned or cfg.train.epochs for m in members.values()),
-        "val_f1": report["f1"], "val_accuracy": report["accuracy"],
+        "val_f1": report["f1"], "val_accuracy": report["accuracy"], "calibration": calibration,
         "val_attributes": {k: {"accuracy": v["accuracy"], "f1": v["f1"]} for k, v in report["attributes"].items()},
         "members": {n: {"best_epoch": m.best_epoch, "best_score": m.best_score, "stopped": m.stop_reason,
                         "epochs_planned": m.epochs_planned or cfg.train.epochs} for n, m in members.items()},

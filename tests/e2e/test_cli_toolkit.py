@@ -201,7 +201,7 @@ def test_tta_none_is_plain_prediction_and_hflip_averages_the_flipped_view(tiny_c
     by_key = {r.key: r for r in records}
     images, kept, _ = cached_crops([by_key[k] for k in val_keys], tiny_data, loaded.cfg.prepare,
                                    loaded.cfg.data.cache_dir, progress=False)
-    plain = predict_probs(loaded, images, torch.device("cpu"), "none", progress=False)
+    plain = predict_probs(loaded, images, torch.device("cpu"), "none", progress=False, calibration=False)
     # the validation probabilities written during training are plain predictions of the same model
     saved = np.array([[float(x) for x in row[1:]] for row in rows_of(fold / "val.probs.csv")[1:]])
     assert plain == pytest.approx(saved, abs=1e-5)
@@ -215,7 +215,7 @@ def test_tta_none_is_plain_prediction_and_hflip_averages_the_flipped_view(tiny_c
 
     by_hand, flipped = forward(images), forward(images[:, :, ::-1])  # (B, H, W, 3): axis 2 is left-right
     assert plain == pytest.approx(by_hand, abs=1e-6)
-    hflip = predict_probs(loaded, images, torch.device("cpu"), "hflip", progress=False)
+    hflip = predict_probs(loaded, images, torch.device("cpu"), "hflip", progress=False, calibration=False)
     assert np.abs(hflip - plain).max() > 1e-4
     assert hflip.sum(1) == pytest.approx(np.ones(len(hflip)), abs=1e-5)
     assert hflip == pytest.approx((by_hand + flipped) / 2, abs=1e-5)
