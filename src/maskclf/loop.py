@@ -171,7 +171,8 @@ def train_member(cfg: Config, ms: MemberSpec, train_set: CropSet, val_set: CropS
             _save_last(run_dir, cfg, member, parts, epoch, bad_epochs, state, finished)
         if progress:
             print(f"{prefix}epoch {epoch + 1}/{member.epochs_planned}  loss {stats['loss']:.4f}  "
-                  f"val_loss {val_loss:.4f}  val_f1 {score:.4f}{'  *best*' if improved else ''}  {stats['images_per_s']:.0f} img/s")
+                  f"val_loss {val_loss:.4f}  val_f1 {score:.4f}{'  *best*' if improved else ''}  "
+                  f"{stats['images_per_s']:.0f} img/s")
         if on_epoch is not None:
             on_epoch(ms.name, epoch, score)
         if finished:
