@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -69,8 +70,26 @@ def member_score(outputs: dict, spec: HeadSpec, labels: np.ndarray, name: str) -
     return float(f1), {"f1": float(f1), "accuracy": float((truth == pred).mean())}
 
 
+def descriptor_reuse_problem(cfg: Config) -> str | None:
+    """Why a frozen-descriptor backbone (dlib_face) would re-encode every crop every epoch, or None if it won't."""
+    if cfg.model.backbone != "dlib_face":
+        return None
+    a = cfg.train.augment
+    changes = [f"augment preset '{a.preset}'"] if a.preset != "base" else []
+    changes += [f"augment.params {sorted(a.params)}"] if a.params else []
+    changes += ["mixup/cutmix"] if a.mixup > 0 or a.cutmix > 0 else []
+    if not changes:
+        return None
+    return (f"dlib_face descriptors are remembered per exact input chip, but {', '.join(changes)} changes the chips "
+            "every epoch, so every epoch pays the full dlib cost (~0.1 s per face on CPU); "
+            "use train.augment.preset=base to encode each crop once")
+
+
 def _build_parts(cfg: Config, ms: MemberSpec, model, train_set: CropSet, device, steps_per_epoch: int) -> StepParts:
     t = cfg.train
+    problem = descriptor_reuse_problem(cfg)
+    if problem:
+        warnings.warn(problem, stacklevel=2)
     dc = model.data_config
     criterion = build_criterion(ms.spec.heads, t.loss, t.head_losses, cfg.model.head_weights,
                                 class_counts(train_set.labels, train_set.ages, ms.spec), t.class_weighted,

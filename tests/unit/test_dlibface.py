@@ -229,3 +229,16 @@ def test_fit_checkpoint_holds_only_heads_and_predicts(dlib_ready, tiny_data, tmp
     assert isinstance(loaded.members["main"][0].backbone, DlibFaceExtractor)
     r = predict(result.checkpoint, root / "eval", out=tmp_path / "sub.csv", progress=False)
     assert r.probs.shape == (6, 18) and np.allclose(r.probs.sum(1), 1.0, atol=1e-4)
+
+
+def test_random_augmentation_with_frozen_descriptors_is_flagged():
+    from maskclf.config import load_config
+    from maskclf.loop import descriptor_reuse_problem
+
+    assert descriptor_reuse_problem(load_config([])) is None  # not a descriptor backbone
+    fixed = load_config([], ["model.backbone=dlib_face", "train.augment.preset=base"])
+    assert descriptor_reuse_problem(fixed) is None
+    msg = descriptor_reuse_problem(load_config([], ["model.backbone=dlib_face"]))  # default preset: custom
+    assert "preset 'custom'" in msg and "preset=base" in msg
+    assert "mixup/cutmix" in descriptor_reuse_problem(
+        load_config([], ["model.backbone=dlib_face", "train.augment.preset=base", "train.augment.cutmix=0.5"]))
