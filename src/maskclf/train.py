@@ -15,6 +15,7 @@ from maskclf.calibrate import search_offsets
 from maskclf.checkpoint import load_checkpoint, remove_partial_saves, save_checkpoint
 from maskclf.config import Config
 from maskclf.data import crops_for, load_split
+from maskclf.pretrained import check_pretrained
 from maskclf.labels import class_names
 from maskclf.loop import Member, combined_val_probs, member_plan, train_member, write_final_figures
 from maskclf.metrics import score_probs
@@ -45,6 +46,7 @@ def fit(cfg: Config, resume: Path | None = None, progress: bool = True, run_dir:
     """
     if resume is not None:
         cfg = load_run_config(Path(resume))
+    check_pretrained(cfg.model.backbone, cfg.model.pretrained)  # before minutes of data loading and face crops
     device = resolve_device(cfg.train.device)
     dist = init_distributed(device)  # under torchrun: rank 0 writes, every rank trains its share
     progress = progress and dist.main

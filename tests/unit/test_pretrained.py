@@ -181,3 +181,15 @@ def test_wheel_tf_efficientnet_lite0_matches_reference_implementation():
     with torch.no_grad():
         expected = reference.eval().extract_features(x).mean(dim=(2, 3))
     torch.testing.assert_close(backbone_features(model, x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_fit_rejects_an_unloadable_pretrained_start_before_touching_data(tmp_path):
+    from maskclf.config import load_config
+    from maskclf.train import fit
+
+    missing_data = [f"data.root={tmp_path / 'no-such-data'}", f"run.out_dir={tmp_path / 'runs'}"]
+    with pytest.raises(ValueError, match="no shipped weights for 'resnet18'.*model.pretrained="):
+        fit(load_config([], missing_data + ["model.backbone=resnet18"]), progress=False)
+    with pytest.raises(FileNotFoundError, match="weights file not found"):
+        fit(load_config([], missing_data + [f"model.pretrained={tmp_path / 'w.pth'}"]), progress=False)
+    assert not (tmp_path / "runs").exists()  # nothing was created
