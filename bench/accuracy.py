@@ -76,9 +76,19 @@ def mask_real_scores(checkpoint: Path, work: Path, limit: int | None) -> dict:
             "incorrect_recall": recall["incorrect"]}
 
 
+def portable(text: str) -> str:
+    """Paths in committed results relative to the repository (data as ../shared/data, temp folders as <tmp>)."""
+    text = text.replace(str(DATA.resolve()), str(DATA)) if DATA.resolve() != DATA else text
+    for prefix, short in ((str(REPO.parent / "shared") + "/", "../shared/"), (str(REPO) + "/", ""),
+                          (tempfile.gettempdir().rstrip("/") + "/", "<tmp>/")):
+        text = text.replace(prefix, short)
+    return text
+
+
 def append_row(out: Path, row: dict) -> None:
     """Append one result to a JSON list; locked and atomic, so parallel benchmark runs can share the file."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    row = json.loads(portable(json.dumps(row)))
     with open(out.with_name(out.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         rows = json.loads(out.read_text()) if out.is_file() else []
