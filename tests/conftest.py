@@ -40,3 +40,21 @@ def crops(tmp_path_factory) -> Path:
     """Face-crop cache shared by the fit tests of a session (the first fit fills it); one torch thread for them."""
     torch.set_num_threads(1)
     return tmp_path_factory.getbasetemp() / "tiny-crops"
+
+
+class TrainingKilled(Exception):
+    """Raised by a `kill_at` hook: stands in for a run killed right after one member's epoch."""
+
+
+@pytest.fixture
+def kill_at():
+    """kill_at(member, epoch) -> an `on_epoch` hook for fit() that raises kill_at.Killed after that epoch."""
+    def make(member: str, epoch: int):
+        def hook(name, e, score):
+            if (name, e) == (member, epoch):
+                raise TrainingKilled
+
+        return hook
+
+    make.Killed = TrainingKilled
+    return make

@@ -37,18 +37,6 @@ class FakeClock:
         return self.now
 
 
-class Killed(Exception):
-    pass
-
-
-def kill_at(member: str, epoch: int):
-    def hook(name, e, score):
-        if (name, e) == (member, epoch):
-            raise Killed
-
-    return hook
-
-
 def curve(run_dir, key="train/loss", prefix=""):
     """Per-epoch value of a metric (the lr a train epoch ended with, its loss, ...)."""
     return {r["step"]: r[prefix + key] for r in read_metrics(run_dir) if prefix + key in r}
@@ -79,10 +67,10 @@ def test_budget_shortens_the_run_and_the_cosine_still_reaches_its_end_value(tiny
     assert json.loads((result.run_dir / "summary.json").read_text())["epochs_planned"] == 3
 
 
-def test_resume_after_the_shortening_continues_the_same_schedule(tiny_data, crops, tmp_path):
+def test_resume_after_the_shortening_continues_the_same_schedule(tiny_data, crops, tmp_path, kill_at):
     cfg = tiny_cfg(tiny_data, crops, tmp_path, *BUDGET, "model.drop_rate=0.3")
     full = fit(cfg, progress=False, clock=FakeClock(200.0))
-    with pytest.raises(Killed):
+    with pytest.raises(kill_at.Killed):
         fit(cfg, progress=False, on_epoch=kill_at("main", 1), clock=FakeClock(200.0))
     run = tmp_path / "exp2"
     assert load_checkpoint(run / "last.pt")["running"]["epochs_planned"] == 3

@@ -22,18 +22,6 @@ def tiny_cfg(tiny_data, crops, out, *sets):
     return load_config([], TINY + [f"data.root={tiny_data}", f"data.cache_dir={crops}", f"run.out_dir={out}", *sets])
 
 
-class Killed(Exception):
-    pass
-
-
-def kill_at(member: str, epoch: int):
-    def hook(name, e, score):
-        if (name, e) == (member, epoch):
-            raise Killed
-
-    return hook
-
-
 def losses(run_dir: Path, prefix: str = "") -> dict[int, float]:
     """Per-epoch train loss; a re-run epoch (after a resume) replaces the earlier row."""
     return {r["step"]: r[f"{prefix}train/loss"] for r in read_metrics(run_dir) if f"{prefix}train/loss" in r}
@@ -48,10 +36,10 @@ STATEFUL = ["train.epochs=4", "model.drop_rate=0.3", "train.ema=0.9", "train.sch
             "train.augment.mixup=0.5"]
 
 
-def test_resume_after_a_kill_replays_the_same_losses(tiny_data, crops, tmp_path):
+def test_resume_after_a_kill_replays_the_same_losses(tiny_data, crops, tmp_path, kill_at):
     cfg = tiny_cfg(tiny_data, crops, tmp_path, *STATEFUL)
     full = fit(cfg, progress=False)
-    with pytest.raises(Killed):
+    with pytest.raises(kill_at.Killed):
         fit(cfg, progress=False, on_epoch=kill_at("main", 1))
     run = tmp_path / "exp2"
     assert load_checkpoint(run / "last.pt")["epoch"] == 1 and not (run / "best.pt").exists()
@@ -64,10 +52,10 @@ def test_resume_after_a_kill_replays_the_same_losses(tiny_data, crops, tmp_path)
     assert all(torch.equal(best[k], ref[k]) for k in ref)
 
 
-def test_separate_layout_resumes_inside_its_second_model(tiny_data, crops, tmp_path):
+def test_separate_layout_resumes_inside_its_second_model(tiny_data, crops, tmp_path, kill_at):
     cfg = tiny_cfg(tiny_data, crops, tmp_path, "train.epochs=2", "model.head=separate")
     full = fit(cfg, progress=False)
-    with pytest.raises(Killed):
+    with pytest.raises(kill_at.Killed):
         fit(cfg, progress=False, on_epoch=kill_at("gender", 0))
     run = tmp_path / "exp2"
     resumed = fit(None, resume=run, progress=False)
