@@ -170,6 +170,7 @@ def load_pretrained(backbone: nn.Module, backbone_name: str, spec: str) -> str:
             raise ValueError(f"model.backbone={DLIB_FACE} is dlib's own trained network (from its wheel: {DLIB_PIP}); "
                              f"use model.pretrained=wheel, not {spec!r}")
         return f"dlib face descriptor ({backbone.model_path})"
+    check_pretrained(backbone_name, spec)
     if not spec:
         return ""
     if spec == "timm":
@@ -181,11 +182,8 @@ def load_pretrained(backbone: nn.Module, backbone_name: str, spec: str) -> str:
         src = torch.load(path, map_location="cpu", weights_only=True)
         sd = map_by_order(backbone, src, source)
         n = load_state_dict_checked(backbone, sd, source)
-    elif Path(spec).suffix in WEIGHT_SUFFIXES:
+    else:  # a weights file (check_pretrained refused anything else)
         n = load_state_dict_checked(backbone, read_state_dict(spec), spec)
         source = spec
-    else:
-        raise ValueError(f"model.pretrained must be '', 'timm', 'wheel' or a {'/'.join(WEIGHT_SUFFIXES)} file, "
-                         f"got {spec!r}")
     log.info("pretrained start: %d tensors from %s", n, source)
     return f"{n} tensors from {source}"
