@@ -16,6 +16,7 @@ from sklearn.metrics import f1_score
 
 from maskclf.checkpoint import save_checkpoint
 from maskclf.config import Config
+from maskclf.dlibface import BACKBONE as DLIB_FACE
 from maskclf.engine import StepParts, batches_per_epoch, predict_outputs, train_one_epoch
 from maskclf.labels import HEADS, combine_probs, decode
 from maskclf.loader import CropSet, epoch_order
@@ -72,7 +73,7 @@ def member_score(outputs: dict, spec: HeadSpec, labels: np.ndarray, name: str) -
 
 def descriptor_reuse_problem(cfg: Config) -> str | None:
     """Why a frozen-descriptor backbone (dlib_face) would re-encode every crop every epoch, or None if it won't."""
-    if cfg.model.backbone != "dlib_face":
+    if cfg.model.backbone != DLIB_FACE:
         return None
     a = cfg.train.augment
     changes = [f"augment preset '{a.preset}'"] if a.preset != "base" else []
