@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from maskclf.atomic import write_atomic
 from maskclf.config import PrepareCfg
 from maskclf.dataset import Record
 from maskclf.faces import Face, FaceCrop, crop_images, default_workers
@@ -82,15 +83,6 @@ def _face_json(face: Face | None) -> dict | None:
         return None
     marks = None if face.landmarks is None else np.round(face.landmarks, 1).tolist()
     return {"box": [round(v, 1) for v in face.box], "score": round(face.score, 4), "landmarks": marks}
-
-
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        write(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 @contextmanager
@@ -248,7 +240,7 @@ class FaceCache:
         if crops:
             name = f"shard-{self._index['next_shard']:05d}.npy"
             self._index["next_shard"] += 1
-            _write_atomic(self.dir / name, lambda fh: np.save(fh, np.stack(crops)))
+            write_atomic(self.dir / name, lambda fh: np.save(fh, np.stack(crops)))
             self._index["shards"][name] = len(crops)
         entries, failed = self._index["entries"], self._index["failed"]
         row = 0
@@ -264,7 +256,7 @@ class FaceCache:
 
     def _write_index(self) -> None:
         data = json.dumps(self._index, separators=(",", ":")).encode()
-        _write_atomic(self.dir / INDEX, lambda fh: fh.write(data))
+        write_atomic(self.dir / INDEX, lambda fh: fh.write(data))
 
     def _remove_leftovers(self) -> None:
         """Delete shards and temp files a killed update left behind (the index never names them)."""
@@ -287,7 +279,7 @@ class FaceCache:
             arr = self.get([k for k, _ in part])
             name = f"shard-{self._index['next_shard']:05d}.npy"
             self._index["next_shard"] += 1
-            _write_atomic(self.dir / name, lambda fh: np.save(fh, arr))
+            write_atomic(self.dir / name, lambda fh: np.save(fh, arr))
             shards[name] = len(part)
             for row, (_, e) in enumerate(part):
                 e["shard"], e["row"] = name, row

@@ -16,14 +16,16 @@ import importlib
 import json
 import logging
 import os
-import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from maskclf.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -109,19 +111,11 @@ class DescriptorStore:
 
     def _write(self, keys: list[bytes], vectors: np.ndarray) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".part-", suffix=".tmp", dir=self.folder)
-        name = f"part-{time.time_ns()}-{os.getpid()}-{Path(tmp).stem[6:]}.npz"
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                key_array = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 16)
-                np.savez(fh, keys=key_array, vectors=np.asarray(vectors, dtype=np.float32))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.folder / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return self.folder / name
+        path = self.folder / f"part-{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.npz"
+        key_array = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 16)
+        write_atomic(path, lambda fh: np.savez(fh, keys=key_array, vectors=np.asarray(vectors, dtype=np.float32)),
+                     tmp_prefix=".part-")
+        return path
 
     def _read(self, path: Path) -> int:
         try:
