@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import fcntl
+import io
 import json
 import os
 import platform
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from maskclf.atomic import write_atomic
 from maskclf.config import load_config
 from maskclf.evaluate import evaluate_submission
 from maskclf.predict import predict
@@ -54,13 +56,11 @@ def mask_real_layout(src: Path, dst: Path, limit: int | None = None) -> dict[str
         if not link.is_symlink():
             os.symlink((src / row["file"]).resolve(), link)
         truth[image_id] = MASKS[row["mask"]]
-    info = dst / "eval" / "info.csv"
-    tmp = info.with_name(f".info-{os.getpid()}.csv")
-    with tmp.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["ImageID", "ans"])
-        w.writerows([k, 0] for k in truth)
-    os.replace(tmp, info)
+    text = io.StringIO(newline="")
+    w = csv.writer(text)
+    w.writerow(["ImageID", "ans"])
+    w.writerows([k, 0] for k in truth)
+    write_atomic(dst / "eval" / "info.csv", lambda fh: fh.write(text.getvalue().encode()))
     return truth
 
 
@@ -92,9 +92,7 @@ def append_row(out: Path, row: dict) -> None:
     with open(out.with_name(out.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         rows = json.loads(out.read_text()) if out.is_file() else []
-        tmp = out.with_name(f".{out.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(rows + [row], indent=1))
-        os.replace(tmp, out)
+        write_atomic(out, lambda fh: fh.write(json.dumps(rows + [row], indent=1).encode()))
 
 
 def machine() -> str:
