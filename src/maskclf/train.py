@@ -15,10 +15,10 @@ from maskclf.calibrate import search_offsets
 from maskclf.checkpoint import load_checkpoint, remove_partial_saves, save_checkpoint
 from maskclf.config import Config
 from maskclf.data import crops_for, load_split
-from maskclf.pretrained import check_pretrained
 from maskclf.labels import class_names
 from maskclf.loop import Member, combined_val_probs, member_plan, train_member, write_final_figures
 from maskclf.metrics import score_probs
+from maskclf.pretrained import check_pretrained
 from maskclf.records import bounds_of, load_train
 from maskclf.runs import git_commit, load_run_config, new_run_dir, save_config, write_summary
 from maskclf.runtime import barrier, broadcast, init_distributed, resolve_device, seed_everything
