@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from maskclf.atomic import write_atomic
+from maskclf.utils.atomic import write_atomic
 from maskclf.config import load_config
-from maskclf.evaluate import evaluate_submission
-from maskclf.predict import predict
-from maskclf.train import fit
+from maskclf.toolkit.evaluate import evaluate_submission
+from maskclf.inference.predict import predict
+from maskclf.training.fit import fit
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MASKCLF_DATA", REPO.parent / "shared" / "data"))

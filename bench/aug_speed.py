@@ -17,7 +17,7 @@ import time
 import torch
 from torchvision.transforms import v2
 
-from maskclf.transforms import build_augment
+from maskclf.data.transforms import build_augment
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

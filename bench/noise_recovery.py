@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from maskclf.cache import cache_dir_for
+from maskclf.faces.cache import cache_dir_for
 from maskclf.config import load_config
-from maskclf.crossval import cross_validate
+from maskclf.toolkit.crossval import cross_validate
 from maskclf.labels import AgeBounds
-from maskclf.noise import rank_label_noise, read_oof_rows
+from maskclf.toolkit.noise import rank_label_noise, read_oof_rows
 
 AGE_RANGE = (18, 80)  # ages of the people in the competition-layout sets
 

@@ -36,17 +36,18 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from maskclf.config import ModelCfg, PrepareCfg, TrainCfg
-from maskclf.data import cached_crops, to_cropset
-from maskclf.dataset import scan_train
-from maskclf.faces import default_workers
-from maskclf.engine import StepParts, predict_outputs, train_one_epoch
-from maskclf.loader import epoch_order, iterate
-from maskclf.losses import build_criterion
-from maskclf.model import build_model
-from maskclf.optim import build_optimizer, build_scheduler
-from maskclf.prepare import prepare
-from maskclf.targets import head_spec, make_targets
-from maskclf.transforms import build_augment, build_eval_transform
+from maskclf.data.crops import cached_crops, to_cropset
+from maskclf.data.scan import scan_train
+from maskclf.faces.detect import default_workers
+from maskclf.inference.forward import predict_outputs
+from maskclf.training.engine import StepParts, train_one_epoch
+from maskclf.data.loader import epoch_order, iterate
+from maskclf.training.losses import build_criterion
+from maskclf.models.network import build_model
+from maskclf.training.optim import build_optimizer, build_scheduler
+from maskclf.data.prepare import prepare
+from maskclf.models.heads import head_spec, make_targets
+from maskclf.data.transforms import build_augment, build_eval_transform
 
 BENCH = Path(__file__).resolve().parent
 DEFAULT_DATA = Path(os.environ.get("MASKCLF_DATA", BENCH.parents[1] / "shared" / "data")) / "utkmask"

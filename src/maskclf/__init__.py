@@ -1,3 +1,17 @@
-"""maskclf: classify face photos by mask status x gender x age group."""
+"""maskclf: classify face photos by mask status x gender x age group.
+
+The stages, top to bottom; a module imports only from its own stage or the ones below it
+(tests/unit/test_architecture.py enforces this):
+
+    cli/        argument parsing, then one library call per subcommand
+    toolkit/    workflows: cv, tune, noise, runs table, evaluate, compare, demo
+    training/   losses, optimisers + schedules, one epoch (engine), one member's loop, fit(cfg)
+    inference/  one forward pass, predict, TTA, calibration, person grouping, ensembles
+    models/     network, head layouts + 18-class decoding, pretrained starts, dlib extractor
+    data/       folder scan, label fixes, training records, splits, prepare, crop sets, loader, transforms
+    faces/      detectors, face-crop cache, mask drawing, synthetic masked sets, demo faces
+    utils/      runtime, atomic writes, checkpoints, run folders, file formats, tracking, plots
+    config.py labels.py metrics.py layout.py   the shared vocabulary
+"""
 
 __version__ = "0.1.0"

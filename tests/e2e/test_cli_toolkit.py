@@ -13,14 +13,14 @@ import torch
 from sklearn.metrics import accuracy_score, f1_score, log_loss
 
 from maskclf.cli import main
-from maskclf.crossval import read_oof
-from maskclf.data import cached_crops
+from maskclf.utils.formats import read_oof
+from maskclf.data.crops import cached_crops
 from maskclf.labels import decode
-from maskclf.predict import load_model, predict_probs, read_probs, write_probs
-from maskclf.records import load_train
-from maskclf.runs import load_run_config
-from maskclf.targets import probs18
-from maskclf.transforms import build_eval_transform
+from maskclf.inference.predict import load_model, predict_probs, read_probs, write_probs
+from maskclf.data.train_data import load_train
+from maskclf.utils.rundir import load_run_config
+from maskclf.models.heads import probs18
+from maskclf.data.transforms import build_eval_transform
 
 TINY = ["model.backbone=test_resnet", "model.pretrained=", "train.input_size=32", "prepare.size=48",
         "train.epochs=2", "train.batch_size=16", "train.scheduler.params.warmup_epochs=0", "prepare.detector=none",

@@ -9,10 +9,10 @@ import torch
 from sklearn.metrics import accuracy_score, f1_score
 
 from maskclf import __version__
-from maskclf.checkpoint import load_checkpoint
+from maskclf.utils.checkpoint import load_checkpoint
 from maskclf.cli import main
 from maskclf.config import load_config
-from maskclf.train import fit
+from maskclf.training.fit import fit
 
 TINY = ["model.backbone=test_resnet", "model.pretrained=", "prepare.detector=none", "prepare.size=48",
         "train.input_size=32", "train.batch_size=16", "train.device=cpu", "train.scheduler.params.warmup_epochs=0"]
@@ -185,9 +185,9 @@ def test_freeze_then_unfreeze(tiny_data, crops, tmp_path):
 
 def _init(tiny_data, crops, tmp_path) -> dict:
     """Weights of the single-head model fit() starts from (same seed, before any step)."""
-    from maskclf.model import build_model
-    from maskclf.runtime import seed_everything
-    from maskclf.targets import head_spec
+    from maskclf.models.network import build_model
+    from maskclf.utils.runtime import seed_everything
+    from maskclf.models.heads import head_spec
 
     cfg = _cfg(tiny_data, crops, tmp_path, "model.head=single")
     seed_everything(cfg.train.seed)

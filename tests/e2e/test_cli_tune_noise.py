@@ -6,11 +6,11 @@ import yaml
 
 from maskclf.cli import main
 from maskclf.config import DataCfg, load_config
-from maskclf.crossval import OOF_COLUMNS
-from maskclf.dataset import scan_train
+from maskclf.utils.formats import OOF_COLUMNS
+from maskclf.data.scan import scan_train
 from maskclf.labels import combine_probs
-from maskclf.overrides import load_fixes
-from maskclf.records import load_train
+from maskclf.data.label_fixes import load_fixes
+from maskclf.data.train_data import load_train
 
 TINY_MODEL = ["--set", "model.backbone=resnet18", "--set", "model.pretrained=", "--set", "train.input_size=32",
               "--set", "prepare.size=48", "--set", "train.epochs=1", "--set", "train.batch_size=16",

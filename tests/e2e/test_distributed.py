@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from maskclf.predict import load_model
+from maskclf.inference.predict import load_model
 
 
 @pytest.mark.slow

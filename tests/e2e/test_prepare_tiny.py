@@ -3,10 +3,10 @@ import shutil
 import numpy as np
 import pytest
 
-from maskclf.cache import FaceCache
+from maskclf.faces.cache import FaceCache
 from maskclf.config import PrepareCfg
-from maskclf.dataset import DataError
-from maskclf.prepare import format_prepare_report, prepare
+from maskclf.layout import DataError
+from maskclf.data.prepare import format_prepare_report, prepare
 
 TINY_IMAGES = 24 * 7 + 56
 

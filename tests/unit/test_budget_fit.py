@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from maskclf.checkpoint import load_checkpoint
+from maskclf.utils.checkpoint import load_checkpoint
 from maskclf.config import NamedCfg, load_config
-from maskclf.optim import build_scheduler
-from maskclf.tracking import read_metrics
-from maskclf.train import fit
+from maskclf.training.optim import build_scheduler
+from maskclf.utils.tracking import read_metrics
+from maskclf.training.fit import fit
 
 LR = 1e-3
 LOW = 0.1  # cosine end value, as a fraction of the lr

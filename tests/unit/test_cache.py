@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskclf.cache import FaceCache, cache_dir_for, cache_key
+from maskclf.faces.cache import FaceCache, cache_dir_for, cache_key
 from maskclf.config import PrepareCfg
-from maskclf.dataset import Record
-from maskclf.faces import crop_face, load_rgb
+from maskclf.layout import Record
+from maskclf.faces.detect import crop_face, load_rgb
 
 CFG = PrepareCfg(detector="none", size=32, chunk=4)
 
@@ -152,10 +152,10 @@ def test_interrupted_update_leaves_a_consistent_cache_that_resumes(tmp_path, mon
 _SLOW_UPDATE = """
 import sys, time
 from pathlib import Path
-import maskclf.faces as faces
-from maskclf.cache import FaceCache
+import maskclf.faces.detect as faces
+from maskclf.faces.cache import FaceCache
 from maskclf.config import PrepareCfg
-from maskclf.dataset import Record
+from maskclf.layout import Record
 process = faces.process_image
 def slow(*args):
     time.sleep(0.05)

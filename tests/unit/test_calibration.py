@@ -7,17 +7,17 @@ import pytest
 import torch
 from sklearn.metrics import f1_score
 
-from maskclf.calibrate import apply_offsets, class_offsets, search_offsets
-from maskclf.checkpoint import load_checkpoint, save_checkpoint
+from maskclf.inference.calibrate import apply_offsets, class_offsets, search_offsets
+from maskclf.utils.checkpoint import load_checkpoint, save_checkpoint
 from maskclf.cli import main
 from maskclf.config import load_config
-from maskclf.data import crops_for, load_split
+from maskclf.data.crops import crops_for, load_split
 from maskclf.labels import NUM_CLASSES, decode, encode
 from maskclf.metrics import macro_f1
-from maskclf.predict import load_model, predict
-from maskclf.records import load_train
-from maskclf.runs import load_run_config
-from maskclf.train import fit
+from maskclf.inference.predict import load_model, predict
+from maskclf.data.train_data import load_train
+from maskclf.utils.rundir import load_run_config
+from maskclf.training.fit import fit
 
 LABELS = list(range(NUM_CLASSES))
 
@@ -159,7 +159,7 @@ def test_predict_applies_the_saved_offsets_unless_told_not_to(trained, tiny_data
 
 
 def test_tta_none_and_a_one_model_ensemble_reproduce_the_calibrated_prediction(trained, tiny_data, tmp_path):
-    from maskclf.ensemble import ensemble
+    from maskclf.inference.ensemble import ensemble
 
     cal_pt = with_offsets(trained.checkpoint, tmp_path / "cal.pt", class_offsets([0.0, 0.5, 2.0], [0.0, 0.3]))
     predict(cal_pt, tiny_data, out=tmp_path / "plain.csv", progress=False)

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from maskclf.check import format_check, run_check, verify_image
+from maskclf.data.check import format_check, run_check, verify_image
 from maskclf.config import DataCfg
-from maskclf.dataset import DataError
+from maskclf.layout import DataError
 
 HEADER = ["id", "gender", "race", "age", "path"]
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from maskclf import __version__
-from maskclf.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
-from maskclf.predict import load_model
+from maskclf.utils.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
+from maskclf.inference.predict import load_model
 
 
 def _payload():

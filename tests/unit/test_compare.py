@@ -2,9 +2,9 @@ import csv
 
 import pytest
 
-import maskclf.compare as compare
-from maskclf.compare import compare_submissions, format_comparison
-from maskclf.dataset import DataError
+import maskclf.toolkit.compare as compare
+from maskclf.toolkit.compare import compare_submissions, format_comparison
+from maskclf.layout import DataError
 
 
 def _write(path, rows):

@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 
 from maskclf.config import DataCfg
-from maskclf.dataset import DataError, read_ground_truth, scan_eval, scan_train, with_labels
+from maskclf.data.scan import read_ground_truth, scan_eval, scan_train, with_labels
+from maskclf.layout import DataError
 from maskclf.labels import AgeBounds, encode
-from maskclf.records import load_train
+from maskclf.data.train_data import load_train
 
 HEADER = ["id", "gender", "race", "age", "path"]
 

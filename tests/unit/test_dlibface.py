@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from maskclf import dlibface
-from maskclf.checkpoint import load_checkpoint
+from maskclf.models import dlib_face as dlibface
+from maskclf.utils.checkpoint import load_checkpoint
 from maskclf.config import ModelCfg, NamedCfg, load_config
-from maskclf.dlibface import CHIP, DescriptorStore, DlibFaceExtractor, to_chips
+from maskclf.models.dlib_face import CHIP, DescriptorStore, DlibFaceExtractor, to_chips
 from maskclf.labels import AgeBounds
-from maskclf.model import build_model
-from maskclf.optim import build_optimizer
-from maskclf.predict import load_model, predict
-from maskclf.targets import head_spec, probs18
-from maskclf.train import fit
-from maskclf.transforms import build_augment, build_eval_transform
+from maskclf.models.network import build_model
+from maskclf.training.optim import build_optimizer
+from maskclf.inference.predict import load_model, predict
+from maskclf.models.heads import head_spec, probs18
+from maskclf.training.fit import fit
+from maskclf.data.transforms import build_augment, build_eval_transform
 
 DLIB = "dlib_face"
 
@@ -233,7 +233,7 @@ def test_fit_checkpoint_holds_only_heads_and_predicts(dlib_ready, tiny_data, tmp
 
 def test_random_augmentation_with_frozen_descriptors_is_flagged():
     from maskclf.config import load_config
-    from maskclf.loop import descriptor_reuse_problem
+    from maskclf.training.member import descriptor_reuse_problem
 
     assert descriptor_reuse_problem(load_config([])) is None  # not a descriptor backbone
     fixed = load_config([], ["model.backbone=dlib_face", "train.augment.preset=base"])

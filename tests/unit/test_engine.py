@@ -3,15 +3,16 @@ import pytest
 import torch
 
 from maskclf.config import ModelCfg, NamedCfg, PrepareCfg
-from maskclf.data import cached_crops, to_cropset
-from maskclf.dataset import scan_train
-from maskclf.engine import StepParts, batches_per_epoch, predict_outputs, train_one_epoch
-from maskclf.loader import CropSet, epoch_order, iterate
-from maskclf.losses import build_criterion
-from maskclf.model import build_model
-from maskclf.optim import build_optimizer
-from maskclf.targets import head_spec, make_targets
-from maskclf.transforms import build_eval_transform
+from maskclf.data.crops import cached_crops, to_cropset
+from maskclf.data.scan import scan_train
+from maskclf.inference.forward import predict_outputs
+from maskclf.training.engine import StepParts, batches_per_epoch, train_one_epoch
+from maskclf.data.loader import CropSet, epoch_order, iterate
+from maskclf.training.losses import build_criterion
+from maskclf.models.network import build_model
+from maskclf.training.optim import build_optimizer
+from maskclf.models.heads import head_spec, make_targets
+from maskclf.data.transforms import build_eval_transform
 
 SPEC = head_spec("single", "classes")
 

@@ -3,9 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from maskclf.ensemble import Source, combine, ensemble, search_weights
+from maskclf.inference.ensemble import Source, combine, ensemble, search_weights
 from maskclf.labels import NUM_CLASSES, encode, split_probs
-from maskclf.predict import read_probs, write_probs
+from maskclf.inference.predict import read_probs, write_probs
 
 
 def onehotish(classes, confidence):

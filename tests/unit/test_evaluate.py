@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from maskclf.dataset import DataError
-from maskclf.evaluate import evaluate_submission, format_report
-from maskclf.plots import confusion_figure, history_figure, image_grid_figure
+from maskclf.layout import DataError
+from maskclf.toolkit.evaluate import evaluate_submission, format_report
+from maskclf.utils.plots import confusion_figure, history_figure, image_grid_figure
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -8,13 +8,13 @@ import torch
 
 from maskclf.config import load_config
 from maskclf.labels import AgeBounds
-from maskclf.losses import build_criterion
-from maskclf.model import build_model
-from maskclf.optim import build_optimizer, build_scheduler
-from maskclf.pretrained import WHEEL_WEIGHTS
-from maskclf.sampling import build_sampler
-from maskclf.targets import class_counts, head_spec
-from maskclf.transforms import build_augment
+from maskclf.training.losses import build_criterion
+from maskclf.models.network import build_model
+from maskclf.training.optim import build_optimizer, build_scheduler
+from maskclf.models.pretrained import WHEEL_WEIGHTS
+from maskclf.data.samplers import build_sampler
+from maskclf.models.heads import class_counts, head_spec
+from maskclf.data.transforms import build_augment
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 TRAINING_CONFIGS = [p for p in CONFIGS if p.name != "tune_space.yaml"]

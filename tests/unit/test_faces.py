@@ -2,8 +2,7 @@ import numpy as np
 import pytest
 
 from maskclf.config import PrepareCfg
-from maskclf.faces import (DETECTORS, Face, build_detector, crop_face, find_face, load_rgb, process_image,
-                           square_crop)
+from maskclf.faces.detect import DETECTORS, Face, build_detector, crop_face, find_face, load_rgb, process_image, square_crop
 
 
 def _normal_image(tiny_data):

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from maskclf.config import PrepareCfg
-from maskclf.data import cached_crops
-from maskclf.dataset import scan_eval
-from maskclf.grouping import group_probs, person_groups, upper_face_descriptors
+from maskclf.data.crops import cached_crops
+from maskclf.data.scan import scan_eval
+from maskclf.inference.grouping import group_probs, person_groups, upper_face_descriptors
 from maskclf.labels import split_probs
 
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from maskclf.config import NamedCfg
-from maskclf.losses import build_age_regression_loss, build_criterion, build_loss, class_weights
+from maskclf.training.losses import build_age_regression_loss, build_criterion, build_loss, class_weights
 
 LN3 = math.log(3.0)
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from maskclf.maskdraw import KINDS, PATTERNS, MaskStyle, draw_mask, random_style
+from maskclf.faces.maskdraw import KINDS, PATTERNS, MaskStyle, draw_mask, random_style
 
 # A frontal face on a 200x200 photo: left eye, right eye, nose tip, left and right mouth corner.
 MARKS = np.array([[70, 90], [130, 90], [100, 125], [78, 150], [122, 150]], dtype=np.float64)

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from maskclf.mixing import mix_batch
+from maskclf.data.mixing import mix_batch
 
 
 def _gen(seed=0):

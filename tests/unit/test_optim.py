@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from maskclf.config import NamedCfg
-from maskclf.optim import build_optimizer, build_scheduler
+from maskclf.training.optim import build_optimizer, build_scheduler
 
 LR = 0.1
 

@@ -5,10 +5,11 @@ from pathlib import Path
 import pytest
 
 from maskclf.config import DataCfg
-from maskclf.dataset import DataError, scan_train
+from maskclf.data.scan import scan_train
+from maskclf.layout import DataError
 from maskclf.labels import AgeBounds
-from maskclf.overrides import applies, apply_fixes, load_fixes
-from maskclf.records import load_train
+from maskclf.data.label_fixes import applies, apply_fixes, load_fixes
+from maskclf.data.train_data import load_train
 
 HEADER = ["id", "gender", "race", "age", "path"]
 

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from maskclf.checkpoint import CheckpointError
+from maskclf.utils.checkpoint import CheckpointError
 from maskclf.config import load_config
-from maskclf.data import cached_crops, crops_for, load_split
-from maskclf.dataset import scan_eval
-from maskclf.predict import load_model, predict, predict_probs, read_probs
-from maskclf.records import load_train
-from maskclf.train import fit
+from maskclf.data.crops import cached_crops, crops_for, load_split
+from maskclf.data.scan import scan_eval
+from maskclf.inference.predict import load_model, predict, predict_probs, read_probs
+from maskclf.data.train_data import load_train
+from maskclf.training.fit import fit
 
 TINY = ["model.backbone=test_resnet", "model.pretrained=", "prepare.detector=none", "prepare.size=48",
         "train.input_size=32", "train.batch_size=16", "train.device=cpu", "train.scheduler.params.warmup_epochs=0",

@@ -6,10 +6,10 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from maskclf import pretrained
+from maskclf.models import pretrained
 from maskclf.config import ModelCfg, load_config
-from maskclf.model import build_model
-from maskclf.pretrained import WHEEL_WEIGHTS, WheelWeights, load_pretrained, wheel_file
+from maskclf.models.network import build_model
+from maskclf.models.pretrained import WHEEL_WEIGHTS, WheelWeights, load_pretrained, wheel_file
 
 TINY = "mobilenetv3_small_050"
 
@@ -185,7 +185,7 @@ def test_wheel_tf_efficientnet_lite0_matches_reference_implementation():
 
 def test_fit_rejects_an_unloadable_pretrained_start_before_touching_data(tmp_path):
     from maskclf.config import load_config
-    from maskclf.train import fit
+    from maskclf.training.fit import fit
 
     missing_data = [f"data.root={tmp_path / 'no-such-data'}", f"run.out_dir={tmp_path / 'runs'}"]
     with pytest.raises(ValueError, match="no shipped weights for 'resnet18'.*model.pretrained="):

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from maskclf.checkpoint import load_checkpoint
+from maskclf.utils.checkpoint import load_checkpoint
 from maskclf.config import load_config
-from maskclf.tracking import read_metrics
-from maskclf.train import fit
+from maskclf.utils.tracking import read_metrics
+from maskclf.training.fit import fit
 
 TINY = ["model.backbone=test_resnet", "model.pretrained=", "prepare.detector=none", "prepare.size=48",
         "train.input_size=32", "train.batch_size=16", "train.device=cpu", "train.scheduler.params.warmup_epochs=0",

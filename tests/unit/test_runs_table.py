@@ -5,7 +5,7 @@ import pytest
 
 from maskclf.cli import main
 from maskclf.config import load_config
-from maskclf.runs import format_runs_table, runs_table, write_runs_csv
+from maskclf.toolkit.runs_table import format_runs_table, runs_table, write_runs_csv
 
 
 def make_run(path, sets, summary=None, config_name="config.yaml"):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from maskclf.runtime import autocast, grad_scaler, memory_format, resolve_device, seed_everything
+from maskclf.utils.runtime import autocast, grad_scaler, memory_format, resolve_device, seed_everything
 
 
 def _draws():

@@ -5,7 +5,7 @@ import pytest
 
 from maskclf.config import NamedCfg
 from maskclf.labels import decode, encode
-from maskclf.sampling import build_sampler
+from maskclf.data.samplers import build_sampler
 
 # 18 classes with counts 5, 55, 105, ... (a 1:171 imbalance), in a shuffled order
 COUNTS = 5 + 50 * np.arange(18)

@@ -3,8 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from maskclf.dataset import Record, scan_train
-from maskclf.splits import Split, holdout, kfold, people
+from maskclf.data.scan import scan_train
+from maskclf.layout import Record
+from maskclf.data.splits import Split, holdout, kfold, people
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maskclf.dataset import read_ground_truth, scan_eval, scan_train
+from maskclf.data.scan import read_ground_truth, scan_eval, scan_train
 from maskclf.labels import GENDER_BY_NAME, MASK_BY_STEM, AgeBounds, encode
-from maskclf.synthetic import Person, make_demo_dataset, render_face
+from maskclf.faces.demo_faces import Person, make_demo_dataset, render_face
 
 
 @pytest.fixture(scope="module")

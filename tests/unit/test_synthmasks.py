@@ -5,9 +5,9 @@ import cv2
 import numpy as np
 import pytest
 
-from maskclf.dataset import scan_train
-from maskclf.faces import Face
-from maskclf.synthmasks import DETECT_PAD, landmark_problem, parse_utkface_name, synth_masks
+from maskclf.data.scan import scan_train
+from maskclf.faces.detect import Face
+from maskclf.faces.synthmasks import DETECT_PAD, landmark_problem, parse_utkface_name, synth_masks
 
 # Landmarks as fractions of a face photo's width/height (left eye, right eye, nose, mouth corners).
 FRACTIONS = np.array([[0.35, 0.45], [0.65, 0.45], [0.5, 0.62], [0.39, 0.75], [0.61, 0.75]])
@@ -122,7 +122,7 @@ def test_landmark_problem_flags_tiny_and_profile_faces():
 
 def test_real_detector_finds_landmarks_on_elderly_faces(shared_data, tmp_path):
     pytest.importorskip("facenet_pytorch")
-    from maskclf.faces import build_detector
+    from maskclf.faces.detect import build_detector
 
     src = sorted((shared_data / "external-elderly").glob("6*_*.jpg"))[:3]
     faces = tmp_path / "faces"

@@ -3,9 +3,7 @@ import pytest
 import torch
 
 from maskclf.labels import AgeBounds, combine_probs, encode, split_probs
-from maskclf.targets import (
-    age_bin_edges, age_probs, attribute_probs, class_counts, head_spec, make_targets, probs18,
-)
+from maskclf.models.heads import age_bin_edges, age_probs, attribute_probs, class_counts, head_spec, make_targets, probs18
 
 CONFIGS = [("single", "classes"), ("multihead", "classes"), ("multihead", "bins"), ("multihead", "regression"),
            ("separate", "classes"), ("separate", "bins"), ("separate", "regression")]

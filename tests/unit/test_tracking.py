@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from maskclf.tracking import NullTracker, Tracker, read_metrics
+from maskclf.utils.tracking import NullTracker, Tracker, read_metrics
 
 
 def test_jsonl_and_tensorboard(tmp_path):

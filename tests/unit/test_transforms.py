@@ -4,14 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from maskclf.transforms import (
-    PRESETS,
-    TTA_VIEWS,
-    _affine_grid,
-    build_augment,
-    build_eval_transform,
-    tta_views,
-)
+from maskclf.data.transforms import PRESETS, TTA_VIEWS, _affine_grid, build_augment, build_eval_transform, tta_views
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 RAW = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # mean/std that leave 0-1 pixel values as they are

@@ -6,9 +6,9 @@ import optuna
 import pytest
 import yaml
 
-from maskclf import tune as tune_mod
+from maskclf.toolkit import tune as tune_mod
 from maskclf.config import Config, ConfigError, load_config
-from maskclf.tune import apply_params, check_space, config_changes, load_space, suggest, tune
+from maskclf.toolkit.tune import apply_params, check_space, config_changes, load_space, suggest, tune
 
 
 def write_space(tmp_path: Path, text: str) -> Path:

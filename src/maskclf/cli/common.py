@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from maskclf.config import Config, ConfigError, load_config
-from maskclf.dataset import DataError
+from maskclf.layout import DataError
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:

@@ -39,7 +39,7 @@ def register(sub) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from maskclf.check import format_check, run_check
+    from maskclf.data.check import format_check, run_check
 
     cfg = config_from(args)
     report = run_check(args.data_dir, cfg.data, decode_images=not args.no_decode)
@@ -48,7 +48,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from maskclf.prepare import format_prepare_report, prepare
+    from maskclf.data.prepare import format_prepare_report, prepare
 
     cfg = config_from(args)
     if args.no_detect:
@@ -70,7 +70,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     import tempfile
 
-    from maskclf.demo import demo_config, run_demo
+    from maskclf.toolkit.demo import demo_config, run_demo
 
     out = args.out or Path(tempfile.mkdtemp(prefix="maskclf-demo-"))
     cfg = demo_config(args.config, args.overrides, out)

@@ -65,7 +65,7 @@ def register(sub) -> None:
 
 
 def cmd_cv(args: argparse.Namespace) -> int:
-    from maskclf.crossval import cross_validate
+    from maskclf.toolkit.crossval import cross_validate
 
     cfg = config_from(args, data_root=args.data_dir)
     r = cross_validate(cfg, args.k, args.dir, progress=not args.quiet)
@@ -95,7 +95,7 @@ def _parse_weights(text: str | None) -> list[float] | None:
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
-    from maskclf.ensemble import ensemble
+    from maskclf.inference.ensemble import ensemble
 
     weights = _parse_weights(args.weights)
     info = ensemble(args.members, args.out, args.method, weights, _parse_attribute(args.attribute), args.eval,
@@ -108,7 +108,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from maskclf.compare import compare_submissions, format_comparison
+    from maskclf.toolkit.compare import compare_submissions, format_comparison
 
     result = compare_submissions(args.a, args.b, args.gt, args.images, args.html)
     print(format_comparison(result, top=args.top))
@@ -116,7 +116,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from maskclf.runs import config_diff, format_runs_table, runs_table, write_runs_csv
+    from maskclf.toolkit.runs_table import config_diff, format_runs_table, runs_table, write_runs_csv
 
     if args.args:
         if args.args[0] != "diff" or len(args.args) != 3:
@@ -144,8 +144,8 @@ def _run_path(runs_dir: Path, name: str) -> Path:
 
 
 def cmd_synth_masks(args: argparse.Namespace) -> int:
-    from maskclf.faces import build_detector
-    from maskclf.synthmasks import synth_masks
+    from maskclf.faces.detect import build_detector
+    from maskclf.faces.synthmasks import synth_masks
 
     stats = synth_masks(args.faces_dir, args.out_dir, build_detector(args.detector), seed=args.seed, limit=args.limit)
     print(f"{stats.written} people written, {stats.existing} already there, {stats.no_landmarks} without landmarks, "

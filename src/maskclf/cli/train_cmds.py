@@ -46,7 +46,7 @@ def register(sub) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from maskclf.train import fit
+    from maskclf.training.fit import fit
 
     if args.resume is None and args.data_dir is None:
         raise ValueError("give DATA_DIR, or --resume RUN_DIR")
@@ -76,7 +76,7 @@ def format_summary(s: dict) -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from maskclf.predict import predict
+    from maskclf.inference.predict import predict
 
     r = predict(args.checkpoint, args.eval_dir, out=args.out, tta=args.tta, device=args.device,
                 batch_size=args.batch_size, progress=not args.quiet, group_persons=args.group_persons,
@@ -89,7 +89,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from maskclf.evaluate import evaluate_submission, format_report
+    from maskclf.toolkit.evaluate import evaluate_submission, format_report
     from maskclf.labels import AgeBounds
 
     try:

@@ -36,7 +36,7 @@ def register(sub) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from maskclf.tune import format_tune, load_space, tune
+    from maskclf.toolkit.tune import format_tune, load_space, tune
 
     cfg = config_from(args, data_root=args.data_dir)
     result = tune(cfg, load_space(args.space), args.trials, args.study, args.storage, args.pruner,
@@ -46,7 +46,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_noise(args: argparse.Namespace) -> int:
-    from maskclf.noise import find_label_noise, format_suspects
+    from maskclf.toolkit.noise import find_label_noise, format_suspects
 
     result = find_label_noise(args.cv_dir, args.top, args.out)
     print(format_suspects(result, args.top))

@@ -1,0 +1,1 @@
+"""Data: folder scan, label fixes, training records, splits, prepare, crop sets, loader, samplers, transforms, mixing, check."""

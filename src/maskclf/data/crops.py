@@ -1,0 +1,63 @@
+"""Turn records into in-RAM crop sets via the face cache: the split, the cache update, the gather."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from maskclf.faces.cache import FaceCache, cache_dir_for, cache_key
+from maskclf.config import Config, DataCfg, PrepareCfg
+from maskclf.layout import Record
+from maskclf.data.loader import CropSet
+from maskclf.data.train_data import TrainData
+from maskclf.data.splits import Split, holdout, kfold
+
+
+def load_split(data: DataCfg, records: list[Record], run_dir: Path | None = None) -> Split:
+    """The run's saved split if it has one (resume), else a new person-level split saved into the run."""
+    path = Path(run_dir) / "split.json" if run_dir else None
+    if path is not None and path.is_file():
+        return Split.load(path)
+    split = kfold(records, data.folds, data.split_seed)[data.fold] if data.fold is not None \
+        else holdout(records, data.val_fraction, data.split_seed)
+    if path is not None:
+        split.save(path)
+    return split
+
+
+def cached_crops(records: list[Record], root: Path, cfg: PrepareCfg, cache_root: Path | None = None,
+                 progress: bool = True) -> tuple[np.ndarray, list[Record], dict[str, str]]:
+    """Crops for `records` (preparing any missing ones); broken images are dropped and returned as key -> reason."""
+    cache = FaceCache(cache_dir_for(root, cfg, cache_root))
+    cache.update(records, root, cfg, progress=progress)
+    keys = [cache_key(root, r.path) for r in records]
+    failed = cache.failed  # a property that builds a dict: read it once, not per record
+    kept = [(k, r) for k, r in zip(keys, records) if k not in failed]
+    skipped = {str(r.path): failed[k] for k, r in zip(keys, records) if k in failed}
+    images = cache.get([k for k, _ in kept]) if kept else np.empty((0, cfg.size, cfg.size, 3), np.uint8)
+    return images, [r for _, r in kept], skipped
+
+
+def to_cropset(images: np.ndarray, records: list[Record]) -> CropSet:
+    labels = np.array([r.label for r in records], dtype=np.int64)
+    ages = np.array([r.age if r.age > 0 else np.nan for r in records], dtype=np.float32)
+    return CropSet(images, labels, ages, [r.key for r in records])
+
+
+def crops_for(cfg: Config, data: TrainData, split: Split, progress: bool = True) -> tuple[CropSet, CropSet, dict]:
+    """(train set incl. extra people, validation set, skipped images) for a split of `data`."""
+    train_recs, val_recs = split.partition(data.records)
+    if not val_recs:
+        raise ValueError("the validation split is empty: check data.val_fraction / data.fold")
+    images, recs, skipped = cached_crops(train_recs + val_recs, data.root, cfg.prepare, cfg.data.cache_dir, progress)
+    val_keys = {r.key for r in val_recs}
+    is_val = np.array([r.key in val_keys for r in recs])
+    train_parts = [(images[~is_val], [r for r, v in zip(recs, is_val) if not v])]
+    for root, extra in data.extra.items():
+        ex_images, ex_recs, ex_skipped = cached_crops(extra, root, cfg.prepare, cfg.data.cache_dir, progress)
+        train_parts.append((ex_images, ex_recs))
+        skipped.update(ex_skipped)
+    train = to_cropset(np.concatenate([p[0] for p in train_parts]), [r for p in train_parts for r in p[1]])
+    val = to_cropset(images[is_val], [r for r, v in zip(recs, is_val) if v])
+    return train, val, skipped

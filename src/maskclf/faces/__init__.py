@@ -1,0 +1,1 @@
+"""Faces: detectors, the face-crop cache, mask drawing, synthetic masked datasets and demo faces."""

@@ -1,0 +1,1 @@
+"""Inference: one forward pass, predict, TTA, calibration, person grouping, ensembles."""

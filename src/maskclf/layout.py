@@ -1,0 +1,62 @@
+"""The competition layout's vocabulary: an image record, a scan's problems, its CSV columns and image types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from maskclf.labels import encode
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+TRAIN_COLUMNS = ("id", "gender", "race", "age", "path")
+EVAL_COLUMNS = ("ImageID", "ans")
+
+
+class DataError(ValueError):
+    """A dataset problem that makes the folder unusable (missing CSV, missing columns, ...)."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One image. Labels are -1 where unknown (eval images)."""
+
+    path: Path
+    key: str  # stable id: '<person folder>/<file name>' for train, the ImageID for eval
+    person: str = ""
+    mask: int = -1
+    gender: int = -1
+    age: int = -1
+    age_group: int = -1
+    race: str = ""
+
+    @property
+    def label(self) -> int:
+        if min(self.mask, self.gender, self.age_group) < 0:
+            return -1
+        return int(encode(self.mask, self.gender, self.age_group))
+
+
+@dataclass
+class Problem:
+    path: str
+    message: str
+    fatal: bool = False
+
+    def __str__(self) -> str:
+        return f"{'ERROR' if self.fatal else 'warning'}: {self.path}: {self.message}"
+
+
+@dataclass
+class Scan:
+    records: list[Record] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def fatal(self) -> bool:
+        return any(p.fatal for p in self.problems)
+
+    def warn(self, path, message: str) -> None:
+        self.problems.append(Problem(str(path), message))
+
+    def error(self, path, message: str) -> None:
+        self.problems.append(Problem(str(path), message, fatal=True))

@@ -1,0 +1,1 @@
+"""Toolkit: workflows built on training and inference: cv, tune, noise, runs table, evaluate, compare, demo."""
