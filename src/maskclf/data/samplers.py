@@ -6,7 +6,6 @@ pass; call `set_epoch(k)` before an epoch to pin it (e.g. after resuming).
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import numpy as np
@@ -14,6 +13,7 @@ import torch
 from torch.utils.data import Sampler, WeightedRandomSampler
 
 from maskclf.config import NamedCfg
+from maskclf.utils.named import Choices
 from maskclf.labels import NUM_CLASSES, decode
 
 ATTRIBUTES = ("mask", "gender", "age")
@@ -128,25 +128,20 @@ SAMPLERS = {
 }
 
 
+SAMPLER_CHOICES = Choices("sampler", SAMPLERS, filled=("labels", "seed"))
+
+
 def build_sampler(cfg: NamedCfg, labels: np.ndarray, seed: int) -> Sampler | None:
     """A training sampler from `{name, params}` (None for "none": the loader shuffles as usual).
 
     Epoch length: num_samples (default len(labels)) for the weighted samplers; sum over classes of
     max(count, ceil(ratio * largest)) for oversample and of min(count, ceil(ratio * largest)) for undersample.
     """
-    if cfg.name not in SAMPLERS:
-        raise ValueError(f"unknown sampler '{cfg.name}'; valid names: {sorted(SAMPLERS)}")
-    factory = SAMPLERS[cfg.name]
-    valid = [] if factory is None else sorted(set(inspect.signature(factory).parameters) - {"labels", "seed"})
-    unknown = sorted(set(cfg.params) - set(valid))
-    if unknown:
-        raise ValueError(f"sampler '{cfg.name}': unknown param(s) {unknown}; valid params: {valid}")
+    factory = SAMPLER_CHOICES.entry(cfg.name)
+    SAMPLER_CHOICES.params(cfg)
     if factory is None:
         return None
     labels = np.asarray(labels, dtype=np.int64)
     if labels.ndim != 1 or len(labels) == 0 or labels.min() < 0 or labels.max() >= NUM_CLASSES:
         raise ValueError(f"labels must be a non-empty 1-D array of classes 0..{NUM_CLASSES - 1}")
-    try:
-        return factory(labels, seed, **cfg.params)
-    except TypeError as exc:
-        raise ValueError(f"sampler '{cfg.name}': invalid params {cfg.params} ({exc}); valid params: {valid}") from None
+    return SAMPLER_CHOICES.build(cfg, labels, seed)

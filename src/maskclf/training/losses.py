@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from maskclf.config import NamedCfg
+from maskclf.utils.named import Choices
 
 
 def class_weights(counts: np.ndarray) -> np.ndarray:
@@ -172,25 +173,9 @@ LOSSES = {
     "lade": LADELoss,
 }
 AGE_REGRESSION_LOSSES = {"smooth_l1": _smooth_l1, "mse": _mse}
-_FILLED_IN = ("weight", "class_counts")  # set by the builder from the training data, never from the config
-
-
-def _entry(kind: str, table: dict, name: str):
-    if name not in table:
-        raise ValueError(f"unknown {kind} '{name}'; valid names: {sorted(table)}")
-    return table[name]
-
-
-def _construct(kind: str, table: dict, name: str, params: dict, filled: dict) -> nn.Module:
-    factory = _entry(kind, table, name)
-    valid = sorted(p for p in inspect.signature(factory).parameters if p not in _FILLED_IN)
-    unknown = sorted(set(params) - set(valid))
-    if unknown:
-        raise ValueError(f"{kind} '{name}': unknown param(s) {unknown}; valid params: {valid}")
-    try:
-        return factory(**params, **filled)
-    except TypeError as exc:
-        raise ValueError(f"{kind} '{name}': invalid params {params} ({exc}); valid params: {valid}") from None
+# The arguments the builder fills in from the training data, never from the config.
+LOSS_CHOICES = Choices("loss", LOSSES, filled=("weight", "class_counts"))
+AGE_REGRESSION_CHOICES = Choices("age regression loss", AGE_REGRESSION_LOSSES)
 
 
 def _filled_in(name: str, takes, num_classes: int, class_counts, class_weighted: bool) -> dict:
@@ -213,9 +198,9 @@ def _filled_in(name: str, takes, num_classes: int, class_counts, class_weighted:
 def build_loss(cfg: NamedCfg, num_classes: int, class_counts: np.ndarray | None = None,
                class_weighted: bool = False) -> nn.Module:
     """Classification loss from a `{name, params}` config; class weights come from `class_counts`."""
-    takes = inspect.signature(_entry("loss", LOSSES, cfg.name)).parameters
+    takes = inspect.signature(LOSS_CHOICES.entry(cfg.name)).parameters
     filled = _filled_in(cfg.name, takes, num_classes, class_counts, class_weighted)
-    loss = _construct("loss", LOSSES, cfg.name, dict(cfg.params), filled)
+    loss = LOSS_CHOICES.build(cfg, **filled)
     weight = getattr(loss, "weight", None)
     if weight is not None and weight.shape != (num_classes,):
         raise ValueError(f"loss '{cfg.name}': alpha needs {num_classes} values, got {weight.numel()}")
@@ -224,7 +209,7 @@ def build_loss(cfg: NamedCfg, num_classes: int, class_counts: np.ndarray | None 
 
 def build_age_regression_loss(cfg: NamedCfg) -> nn.Module:
     """Age-regression loss (on ages in years) from a `{name, params}` config."""
-    return _construct("age regression loss", AGE_REGRESSION_LOSSES, cfg.name, dict(cfg.params), {})
+    return AGE_REGRESSION_CHOICES.build(cfg)
 
 
 HEAD_NAMES = ("cls", "mask", "gender", "age")

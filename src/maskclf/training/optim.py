@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import bisect
-import inspect
 import math
 from typing import Callable
 
@@ -12,6 +11,7 @@ from timm.optim import create_optimizer_v2, get_optimizer_class
 from torch import nn
 
 from maskclf.config import NamedCfg
+from maskclf.utils.named import Choices
 
 # Our defaults on top of each optimiser's own, explicit so they do not move with timm versions.
 OPTIMIZERS = {
@@ -23,27 +23,25 @@ OPTIMIZERS = {
 }
 
 
+OPTIMIZER_CHOICES = Choices("optimizer", dict.fromkeys(OPTIMIZERS, create_optimizer_v2), filled=("params",),
+                            defaults=OPTIMIZERS,
+                            signature_of=lambda name: get_optimizer_class(name, bind_defaults=False).__init__)
+
+
 def optimizer_params(name: str) -> list[str]:
     """The params the named optimiser accepts (its constructor's keyword arguments)."""
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer '{name}'; valid names: {sorted(OPTIMIZERS)}")
-    signature = inspect.signature(get_optimizer_class(name, bind_defaults=False).__init__)
-    return sorted(p for p in signature.parameters if p not in ("self", "params"))
+    OPTIMIZER_CHOICES.entry(name)
+    return OPTIMIZER_CHOICES.valid_params(name)
 
 
 def build_optimizer(model: nn.Module, cfg: NamedCfg) -> torch.optim.Optimizer:
     """Optimiser over the model's trainable parameters; weight decay skips 1-D params (biases, norms)."""
-    valid = optimizer_params(cfg.name)
-    params = {**OPTIMIZERS[cfg.name], **cfg.params}
-    unknown = sorted(set(params) - set(valid))
-    if unknown:
-        raise ValueError(f"optimizer '{cfg.name}': unknown param(s) {unknown}; valid params: {valid}")
+    OPTIMIZER_CHOICES.entry(cfg.name)
+    params = OPTIMIZER_CHOICES.params(cfg)
     if isinstance(params.get("betas"), list):
         params["betas"] = tuple(params["betas"])
-    try:
-        return create_optimizer_v2(model, opt=cfg.name, filter_bias_and_bn=True, **params)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"optimizer '{cfg.name}': invalid params {cfg.params} ({exc})") from None
+    return OPTIMIZER_CHOICES.call(cfg, create_optimizer_v2, model, opt=cfg.name, filter_bias_and_bn=True,
+                                  errors=(TypeError, ValueError), **params)
 
 
 # ---- learning-rate schedules -------------------------------------------------------------------------------
@@ -227,18 +225,14 @@ class Schedule:
             group["lr"] = group.setdefault("initial_lr", group["lr"]) * m
 
 
+SCHEDULE_CHOICES = Choices("scheduler", SCHEDULES, filled=("span",), shared=("warmup_epochs", "warmup_lr_ratio"))
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: NamedCfg, epochs: int,
                     steps_per_epoch: int) -> Schedule:
     """A Schedule from `{name, params}`; every schedule also takes warmup_epochs and warmup_lr_ratio."""
-    if cfg.name not in SCHEDULES:
-        raise ValueError(f"unknown scheduler '{cfg.name}'; valid names: {sorted(SCHEDULES)}")
-    factory = SCHEDULES[cfg.name]
-    own = [p for p in inspect.signature(factory).parameters if p not in ("self", "span")]
-    valid = sorted(own + ["warmup_epochs", "warmup_lr_ratio"])
-    params = dict(cfg.params)
-    unknown = sorted(set(params) - set(valid))
-    if unknown:
-        raise ValueError(f"scheduler '{cfg.name}': unknown param(s) {unknown}; valid params: {valid}")
+    factory = SCHEDULE_CHOICES.entry(cfg.name)
+    params = SCHEDULE_CHOICES.params(cfg)
     if steps_per_epoch < 1 or epochs < 1:
         raise ValueError(f"need epochs >= 1 and steps_per_epoch >= 1, got {epochs} and {steps_per_epoch}")
     warmup = _number("warmup_epochs", params.pop("warmup_epochs", 0.0), 0.0)
@@ -250,9 +244,5 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: NamedCfg, epochs: int
     def make_shape(end: int) -> Callable[[float], float]:
         return factory((warmup, float(end)), **params)
 
-    try:
-        shape = make_shape(epochs)
-    except TypeError as exc:
-        raise ValueError(f"scheduler '{cfg.name}': invalid params {cfg.params} ({exc}); valid params: {valid}") \
-            from None
+    shape = SCHEDULE_CHOICES.call(cfg, make_shape, epochs)
     return Schedule(optimizer, shape, steps_per_epoch, warmup, ratio, epochs, make_shape)
