@@ -13,6 +13,7 @@ from maskclf.data.scan import scan_eval
 from maskclf.inference.predict import load_model, predict, predict_probs, read_probs
 from maskclf.data.train_data import load_train
 from maskclf.training.fit import fit
+from maskclf.utils.formats import VAL_PROBS, read_oof
 
 TINY = ["model.backbone=test_resnet", "model.pretrained=", "prepare.detector=none", "prepare.size=48",
         "train.input_size=32", "train.batch_size=16", "train.device=cpu", "train.scheduler.params.warmup_epochs=0",
@@ -56,6 +57,10 @@ def test_best_checkpoint_predicts_exactly_like_the_trained_model(layout, tiny_da
     assert probs.shape == (len(val_set), 18)
     np.testing.assert_array_equal(probs, result.val_probs)
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    saved, saved_probs = read_oof(result.run_dir / VAL_PROBS)  # what the run report reads back
+    assert [r["key"] for r in saved] == result.val_keys
+    assert [r["label"] for r in saved] == val_set.labels.tolist()
+    np.testing.assert_allclose(saved_probs, result.val_probs, rtol=1e-5, atol=1e-7)
 
 
 def test_predict_writes_rows_for_every_image_in_info_order(trained, tiny_data, tmp_path):

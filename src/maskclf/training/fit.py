@@ -23,6 +23,7 @@ from maskclf.data.train_data import bounds_of, load_train
 from maskclf.utils.rundir import git_commit, load_run_config, new_run_dir, save_config, write_summary
 from maskclf.utils.runtime import barrier, broadcast, init_distributed, resolve_device, seed_everything
 from maskclf.models.heads import head_spec
+from maskclf.utils.formats import VAL_PROBS, write_oof
 from maskclf.utils.tracking import NullTracker, Tracker
 
 
@@ -136,6 +137,8 @@ def _finish(cfg, run_dir, spec, members, sets, device, started, skipped, data, p
     if write:
         write_summary(run_dir, summary)
         (run_dir / "val_report.json").write_text(json.dumps(report, indent=1))
+        by_key = {r.key: r for r in data.records}
+        write_oof(run_dir / VAL_PROBS, [by_key[k] for k in val_set.keys], probs)
     return FitResult(run_dir, report["f1"], best_epoch, summary, run_dir / "best.pt", probs, val_set.keys)
 
 

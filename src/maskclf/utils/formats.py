@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
 import numpy as np
 
 from maskclf.labels import NUM_CLASSES
+from maskclf.utils.atomic import write_atomic
 
 OOF_COLUMNS = ["key", "person", "label", "path"] + [f"p{c}" for c in range(NUM_CLASSES)]
+VAL_PROBS = "val_probs.csv"  # a run's validation probabilities from its best weights, in the oof.csv columns
 
 
 def fold_dirs(cv_dir: Path) -> list[Path]:
@@ -33,13 +36,17 @@ def read_fold_probs(path: Path) -> dict[str, np.ndarray]:
 
 
 def write_oof(path: Path, records, probs: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as fh:
-        w = csv.writer(fh)
+    """Records (key, person, label, absolute path) with their 18 probabilities, written atomically."""
+    def write(fh) -> None:
+        text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
+        w = csv.writer(text)
         w.writerow(OOF_COLUMNS)
         for r, row in zip(records, probs):
             w.writerow([r.key, r.person, r.label, str(Path(r.path).resolve())] + [f"{p:.6g}" for p in row])
-    tmp.replace(path)
+        text.flush()
+        text.detach()
+
+    write_atomic(Path(path), write)
 
 
 def read_oof(path: Path) -> tuple[list[dict], np.ndarray]:
