@@ -36,7 +36,11 @@ class NamedCfg(_Section):
 
 class DataCfg(_Section):
     root: Path | None = None
-    age_bounds: tuple[int, int] = (30, 60)
+    age_bounds: tuple[int, int] = (30, 60)  # where the training labels cut the three age groups
+    # The groups validation, cv out-of-fold scores and eval ground truth are scored in. Group k of a prediction
+    # is read as group k of these, so age_bounds=[30, 58] only moves which training people count as old.
+    truth_age_bounds: tuple[int, int] = (30, 60)
+    drop_ages: list[int] = Field(default_factory=list)  # training people of these ages are left out (not validation)
     label_fixes: str = "competition"  # "competition" (bundled), "none", or a path to a YAML/CSV file
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # share of people held out when data.fold is unset
     split_seed: int = 42
@@ -45,12 +49,20 @@ class DataCfg(_Section):
     extra: list[Path] = Field(default_factory=list)  # extra train folders in the competition layout
     cache_dir: Path | None = None  # default: $MASKCLF_CACHE or ~/.cache/maskclf
 
-    @field_validator("age_bounds")
+    @field_validator("age_bounds", "truth_age_bounds")
     @classmethod
     def _bounds(cls, v: tuple[int, int]) -> tuple[int, int]:
         if not 0 < v[0] < v[1]:
             raise ValueError(f"need 0 < young < old, got {list(v)}")
         return v
+
+    @field_validator("drop_ages")
+    @classmethod
+    def _ages(cls, v: list[int]) -> list[int]:
+        bad = [a for a in v if not 0 < a < 130]
+        if bad:
+            raise ValueError(f"ages must be whole years in 1..129, got {bad}")
+        return sorted(set(v))
 
     @model_validator(mode="after")
     def _fold(self) -> "DataCfg":

@@ -10,7 +10,7 @@ from maskclf.faces.cache import FaceCache, cache_dir_for, cache_key
 from maskclf.config import Config, DataCfg, PrepareCfg
 from maskclf.layout import Record
 from maskclf.data.loader import CropSet
-from maskclf.data.train_data import TrainData
+from maskclf.data.train_data import TrainData, age_dropped, regroup, truth_bounds_of
 from maskclf.data.splits import Split, holdout, kfold
 
 
@@ -45,16 +45,32 @@ def to_cropset(images: np.ndarray, records: list[Record]) -> CropSet:
     return CropSet(images, labels, ages, [r.key for r in records])
 
 
+def training_records(data: TrainData, split: Split, drop_ages: list[int]) -> tuple[list[Record], dict, set[str]]:
+    """(main train records, extra folders' records, people left out for `drop_ages`) of a split."""
+    train_recs = split.partition(data.records)[0]
+    dropped = age_dropped(train_recs + [r for recs in data.extra.values() for r in recs], drop_ages)
+
+    def keep(recs: list[Record]) -> list[Record]:
+        return [r for r in recs if r.person not in dropped]
+
+    return keep(train_recs), {root: keep(recs) for root, recs in data.extra.items()}, dropped
+
+
 def crops_for(cfg: Config, data: TrainData, split: Split, progress: bool = True) -> tuple[CropSet, CropSet, dict]:
-    """(train set incl. extra people, validation set, skipped images) for a split of `data`."""
-    train_recs, val_recs = split.partition(data.records)
+    """(train set incl. extra people, validation set, skipped images) for a split of `data`.
+
+    Training leaves out people of `data.drop_ages`; validation keeps everyone and is labelled in
+    `data.truth_age_bounds`, so its scores compare across age_bounds and drop_ages choices.
+    """
+    val_recs = regroup(split.partition(data.records)[1], truth_bounds_of(cfg.data))
     if not val_recs:
         raise ValueError("the validation split is empty: check data.val_fraction / data.fold")
+    train_recs, extra_recs, _ = training_records(data, split, cfg.data.drop_ages)
     images, recs, skipped = cached_crops(train_recs + val_recs, data.root, cfg.prepare, cfg.data.cache_dir, progress)
     val_keys = {r.key for r in val_recs}
     is_val = np.array([r.key in val_keys for r in recs])
     train_parts = [(images[~is_val], [r for r, v in zip(recs, is_val) if not v])]
-    for root, extra in data.extra.items():
+    for root, extra in extra_recs.items():
         ex_images, ex_recs, ex_skipped = cached_crops(extra, root, cfg.prepare, cfg.data.cache_dir, progress)
         train_parts.append((ex_images, ex_recs))
         skipped.update(ex_skipped)

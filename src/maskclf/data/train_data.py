@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from maskclf.config import DataCfg
@@ -23,8 +23,24 @@ class TrainData:
 
 
 def bounds_of(data: DataCfg) -> AgeBounds:
-    """The configured age-group bounds."""
+    """The age-group bounds the training labels are cut at (`data.age_bounds`)."""
     return AgeBounds(*data.age_bounds)
+
+
+def truth_bounds_of(data: DataCfg) -> AgeBounds:
+    """The age-group bounds validation and eval are scored in (`data.truth_age_bounds`)."""
+    return AgeBounds(*data.truth_age_bounds)
+
+
+def regroup(records: list[Record], bounds: AgeBounds) -> list[Record]:
+    """Records with their age group recomputed from the exact age under `bounds` (no exact age: unchanged)."""
+    return [replace(r, age_group=bounds.group(r.age)) if r.age > 0 else r for r in records]
+
+
+def age_dropped(records: list[Record], ages: list[int]) -> set[str]:
+    """People whose exact age is one of `ages` (`data.drop_ages`)."""
+    drop = set(ages)
+    return {r.person for r in records if r.age in drop}
 
 
 def fix_labels(records: list[Record], data: DataCfg) -> tuple[list[Record], dict[str, int], str]:

@@ -12,7 +12,7 @@ import yaml
 
 from maskclf.config import Config, diff, validate
 from maskclf.metrics import score_probs
-from maskclf.data.train_data import bounds_of, load_train
+from maskclf.data.train_data import load_train, regroup, truth_bounds_of
 from maskclf.utils.formats import read_fold_probs, write_fold_probs, write_oof, fold_dirs
 from maskclf.utils.rundir import IGNORED_KEYS, new_run_dir, read_summary, write_summary
 from maskclf.training.fit import fit
@@ -76,10 +76,11 @@ def cross_validate(cfg: Config, k: int, cv_dir: Path | None = None, progress: bo
         fold_probs.update(read_fold_probs(_run_fold(cfg, fold_dir, i, k, progress)))
         fold_f1.append(read_summary(fold_dir).get("val_f1", float("nan")))
     data = load_train(cfg.data)
-    records = [r for r in data.records if r.key in fold_probs]
+    truth = truth_bounds_of(cfg.data)  # out-of-fold scores are in the truth's groups, as validation is
+    records = regroup([r for r in data.records if r.key in fold_probs], truth)
     probs = np.stack([fold_probs[r.key] for r in records])
     labels = np.array([r.label for r in records])
-    report = score_probs(labels, probs, bounds_of(cfg.data))
+    report = score_probs(labels, probs, truth)
     write_oof(cv_dir / "oof.csv", records, probs)
     (cv_dir / "oof_report.json").write_text(json.dumps(report, indent=1))
     summary = {"name": cv_dir.name, "kind": "cv", "k": k, "oof_f1": report["f1"], "oof_accuracy": report["accuracy"],
