@@ -161,3 +161,15 @@ def test_oof_file_with_wrong_columns_is_refused_by_name(tmp_path):
     (tmp_path / "oof.csv").write_text(text)
     with pytest.raises(ValueError, match=r"oof.csv:2: .*000011_male_White_25/incorrect_mask.jpg"):
         read_oof_rows(tmp_path)
+
+
+def test_overrides_draft_keeps_hostile_person_ids_intact(tmp_path):
+    # Ids with quotes, newlines, YAML syntax and comment marks must round-trip, not break the file or add entries.
+    odd = ['ab"c', 'x"\nswap_incorrect_normal:\n  - "000001', "k: v # not a comment", "- dash", "a" * 200]
+    suspects = [Suspect(odd[0], "gender", 0.9, 0, 1, None), Suspect(odd[1], "age", 0.8, 0, 1, 25),
+                Suspect(odd[2], "swap_incorrect_normal", 0.7, -1, -1, None),
+                Suspect(odd[3], "gender", 0.6, 1, 0, None), Suspect(odd[4], "age", 0.5, 1, 2, 40)]
+    fixes = load_fixes(write_overrides(suspects, tmp_path / "fixes.yaml"))
+    assert fixes.gender == {odd[0]: 1, odd[3]: 0}
+    assert fixes.age == {odd[1]: 30, odd[4]: 60}
+    assert fixes.swap_incorrect_normal == {odd[2]}

@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from maskclf.toolkit.compare import thumbnail
 from maskclf.config import load_config
+from maskclf.utils.atomic import write_atomic
 from maskclf.labels import GENDER_NAMES, MASK_NAMES, NUM_CLASSES, AgeBounds, attribute_names, decode, split_probs
 
 KINDS = ("gender", "age", "swap_incorrect_normal")
@@ -126,6 +128,14 @@ def describe(s: Suspect, bounds: AgeBounds = AgeBounds()) -> tuple[str, str]:
     return "as labelled", "normal <-> incorrect mask swapped"
 
 
+def _yaml_entry(entry: dict | list, note: str) -> list[str]:
+    """One section entry as YAML writes it (quoted and escaped as needed), indented, `note` on its last line."""
+    text = yaml.safe_dump(entry, width=float("inf"), allow_unicode=True).rstrip("\n")
+    lines = ["  " + line for line in text.split("\n")]
+    lines[-1] += note
+    return lines
+
+
 def write_overrides(suspects: list[Suspect], path: Path, bounds: AgeBounds = AgeBounds()) -> Path:
     """A draft label-overrides YAML (the format `data.label_fixes` reads), each entry commented with its score."""
     lines = ["# Draft label overrides from `maskclf noise`: review each entry against the gallery and delete the",
@@ -142,13 +152,14 @@ def write_overrides(suspects: list[Suspect], path: Path, bounds: AgeBounds = Age
             now, new = describe(s, bounds)
             note = f"  # score {s.score:.3f}" + ("" if kind == "swap_incorrect_normal" else f", labelled {now}")
             if kind == "gender":
-                lines.append(f'  "{s.person}": {GENDER_NAMES[s.suggested]}{note}')
+                lines += _yaml_entry({s.person: GENDER_NAMES[s.suggested]}, note)
             elif kind == "age":
-                lines.append(f'  "{s.person}": {suggested_age(s, bounds)}{note} -> {new}')
+                lines += _yaml_entry({s.person: suggested_age(s, bounds)}, f"{note} -> {new}")
             else:
-                lines.append(f'  - "{s.person}"{note}')
+                lines += _yaml_entry([s.person], note)
+    data = ("\n".join(lines) + "\n").encode()
     path = Path(path)
-    path.write_text("\n".join(lines) + "\n")
+    write_atomic(path, lambda fh: fh.write(data))
     return path
 
 
