@@ -106,3 +106,21 @@ def test_load_model_names_the_file_for_a_checkpoint_missing_fields(tmp_path):
     with pytest.raises(CheckpointError, match="missing or has a malformed field") as info:
         load_model(path, torch.device("cpu"))
     assert str(path) in str(info.value)
+
+
+def test_flipped_weight_bytes_are_refused_by_the_checksum(tmp_path):
+    path = tmp_path / "best.pt"
+    weights = torch.arange(8192, dtype=torch.float32)
+    save_checkpoint(path, {**_payload(), "models": {"main": {"w": weights}}})
+    data = bytearray(path.read_bytes())
+    start = bytes(data).index(weights.numpy().tobytes())  # the tensor is stored uncompressed inside the zip
+    data[start + 8192:start + 12288] = bytes(b ^ 0xFF for b in data[start + 8192:start + 12288])  # 4 KB flipped
+    path.write_bytes(bytes(data))
+    message = _error(path)
+    assert "checksum" in message and "damaged" in message
+
+
+def test_checkpoint_without_a_checksum_is_refused(tmp_path):
+    path = tmp_path / "best.pt"
+    torch.save({"format": FORMAT, "version": __version__, **_payload()}, path)
+    assert "no weights checksum" in _error(path)

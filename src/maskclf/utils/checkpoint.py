@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -12,17 +13,41 @@ from maskclf import __version__
 from maskclf.utils.atomic import write_atomic
 
 FORMAT = "maskclf-checkpoint-1"
+CHECKSUM = "weights_sha256"
 
 
 class CheckpointError(ValueError):
     """A checkpoint file that is missing, corrupted or not a maskclf checkpoint."""
 
 
+def _tensors(obj: Any, prefix: str = ""):
+    """(dotted name, tensor) for every tensor inside nested dicts/lists, in a fixed order."""
+    if isinstance(obj, torch.Tensor):
+        yield prefix, obj
+    elif isinstance(obj, dict):
+        for k in sorted(obj, key=str):
+            yield from _tensors(obj[k], f"{prefix}.{k}")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _tensors(v, f"{prefix}.{i}")
+
+
+def weights_checksum(payload: dict[str, Any]) -> str:
+    """SHA-256 over every tensor of `payload` (names, dtypes, shapes and bytes), the checksum key excluded."""
+    digest = hashlib.sha256()
+    for name, t in _tensors({k: v for k, v in payload.items() if k != CHECKSUM}):
+        t = t.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write `payload` (+ format/version) to `path` atomically: temp file in the same folder, fsync, rename."""
+    """Write `payload` (+ format/version/weights checksum) to `path` atomically: temp file, fsync, rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"format": FORMAT, "version": __version__, **payload}
+    data[CHECKSUM] = weights_checksum(data)
     write_atomic(path, lambda fh: torch.save(data, fh))
 
 
@@ -48,6 +73,11 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise CheckpointError(f"{path}: not a readable maskclf checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a maskclf checkpoint (expected format '{FORMAT}')")
+    if CHECKSUM not in data:
+        raise CheckpointError(f"{path}: no weights checksum ('{CHECKSUM}'); save it again with this maskclf")
+    if weights_checksum(data) != data[CHECKSUM]:
+        raise CheckpointError(f"{path}: the weights do not match their checksum; the file is damaged "
+                              "(copy it again, or use the run's other checkpoint)")
     return data
 
 
