@@ -73,3 +73,13 @@ def test_installed_command_runs_check(tiny_data):
     proc = subprocess.run(cmd + ["check", str(tiny_data), "--no-decode"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "result: OK" in proc.stdout
+
+
+def test_prepare_names_and_rebuilds_a_torn_cache_index(capsys, tmp_path, tiny_data):
+    args = ("prepare", str(tiny_data), "--no-detect", "--splits", "eval", "--set", f"data.cache_dir={tmp_path}")
+    assert run(capsys, *args)[0] == 0
+    index = next(tmp_path.rglob("index.json"))
+    index.write_text(index.read_text()[:100])
+    rc, out, _ = run(capsys, *args)
+    assert rc == 0 and "56 new" in out
+    assert f"repaired: {index}: face cache index is damaged" in out

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskclf.faces.cache import FaceCache, cache_dir_for, cache_key
+from maskclf.faces.cache import CacheError, FaceCache, cache_dir_for, cache_key
 from maskclf.config import PrepareCfg
 from maskclf.layout import Record
 from maskclf.faces.detect import crop_face, load_rgb
@@ -199,3 +199,38 @@ def test_cache_refuses_other_crop_settings(tmp_path):
     cache.update(records, tmp_path / "data", CFG, workers=1, progress=False)
     with pytest.raises(ValueError, match="holds crops made with"):
         cache.update(records, tmp_path / "data", CFG.model_copy(update={"size": 48}), workers=1, progress=False)
+
+
+def _filled_cache(tmp_path, n=10):
+    root = tmp_path / "data"
+    records = _dataset(root, n)
+    FaceCache(tmp_path / "cache").update(records, root, CFG, workers=1, progress=False)
+    return root, records, tmp_path / "cache"
+
+
+def test_torn_index_is_reported_by_name_and_repaired_by_the_next_update(tmp_path):
+    root, records, cache_dir = _filled_cache(tmp_path)
+    index = cache_dir / "index.json"
+    index.write_bytes(index.read_bytes()[: index.stat().st_size // 2])
+    with pytest.raises(CacheError, match="run `maskclf prepare`") as info:
+        FaceCache(cache_dir).get(["img/000.jpg"])
+    assert str(index) in str(info.value) and "damaged" in str(info.value)
+    cache = FaceCache(cache_dir)
+    stats = cache.update(records, root, CFG, workers=1, progress=False)
+    assert (stats.new, stats.reused) == (10, 0) and str(index) in stats.repaired[0]
+    np.testing.assert_array_equal(FaceCache(cache_dir).get(["img/005.jpg"])[0], _expected(records[5].path))
+
+
+def test_shortened_shard_is_reported_by_name_and_its_rows_redone(tmp_path):
+    root, records, cache_dir = _filled_cache(tmp_path)
+    shard = cache_dir / "shard-00001.npy"  # rows of images 4-7
+    shard.write_bytes(shard.read_bytes()[:-500])
+    with pytest.raises(CacheError, match="run `maskclf prepare`") as info:
+        FaceCache(cache_dir).get(["img/005.jpg"])
+    assert str(shard) in str(info.value)
+    cache = FaceCache(cache_dir)
+    stats = cache.update(records, root, CFG, workers=1, progress=False)
+    assert (stats.new, stats.reused) == (4, 6) and str(shard) in stats.repaired[0]
+    got = FaceCache(cache_dir).get([f"img/{i:03d}.jpg" for i in range(10)])
+    for crop, r in zip(got, records):
+        np.testing.assert_array_equal(crop, _expected(r.path))

@@ -74,6 +74,7 @@ def format_prepare_report(result: PrepareResult, max_problems: int = 20) -> str:
         f"faces:   {s.fallback} of {cached} cropped with the fallback box ({rate:.1f}%: no face found)",
         f"time:    {s.seconds:.1f} s, {s.images_per_s:.1f} images/s processed",
     ]
+    lines += [f"repaired: {message} (its crops were made again)" for message in s.repaired]
     if result.problems:
         lines.append(f"problems ({len(result.problems)}):")
         lines += [f"  {p}" for p in result.problems[:max_problems]]

@@ -17,7 +17,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,28 @@ from maskclf.faces.detect import Face, FaceCrop, crop_images, default_workers
 
 FORMAT = 1
 INDEX = "index.json"
+REBUILD = "run `maskclf prepare` on its dataset to rebuild it"
+
+
+class CacheError(ValueError):
+    """A damaged face-cache file (torn index, shortened shard); the next update rebuilds what it lost."""
+
+
+def _empty_index() -> dict:
+    return {"format": FORMAT, "settings": None, "next_shard": 0, "shards": {}, "entries": {}, "failed": {}}
+
+
+def _read_index(path: Path) -> dict:
+    """The parsed index file; CacheError naming it when it is torn or not an index."""
+    try:
+        index = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CacheError(f"{path}: face cache index is damaged ({type(exc).__name__}: {exc}); {REBUILD}") from None
+    if not isinstance(index, dict) or not set(_empty_index()) <= set(index):
+        raise CacheError(f"{path}: face cache index is damaged (expected keys {sorted(_empty_index())}); {REBUILD}")
+    if index["format"] != FORMAT:
+        raise ValueError(f"{path}: cache format {index['format']}, expected {FORMAT}; delete the folder to rebuild")
+    return index
 
 
 def default_cache_root() -> Path:
@@ -72,6 +94,7 @@ class UpdateStats:
     failed: int = 0  # unreadable (now or at an earlier run, file unchanged since)
     fallback: int = 0  # cached with the fallback box because no face was found
     seconds: float = 0.0
+    repaired: list[str] = field(default_factory=list)  # damaged cache files found and rebuilt
 
     @property
     def images_per_s(self) -> float:
@@ -104,15 +127,16 @@ class FaceCache:
         self._load()
 
     def _load(self) -> None:
+        """Read the index; a damaged one reads as empty, with `damage` saying why (reads raise it, updates rebuild)."""
         self._maps: dict[str, np.ndarray] = {}
+        self.damage: str | None = None
+        self._index = _empty_index()
         path = self.dir / INDEX
-        if not path.is_file():
-            self._index = {"format": FORMAT, "settings": None, "next_shard": 0, "shards": {}, "entries": {}, "failed": {}}
-            return
-        index = json.loads(path.read_text())
-        if index.get("format") != FORMAT:
-            raise ValueError(f"{path}: cache format {index.get('format')}, expected {FORMAT}; delete the folder to rebuild")
-        self._index = index
+        if path.is_file():
+            try:
+                self._index = _read_index(path)
+            except CacheError as exc:
+                self.damage = str(exc)
 
     @property
     def size(self) -> int | None:
@@ -145,6 +169,8 @@ class FaceCache:
         return Face(tuple(f["box"]), f["score"], marks)
 
     def _entry(self, key: str) -> dict:
+        if self.damage:
+            raise CacheError(self.damage)
         e = self._index["entries"].get(key)
         if e is not None:
             return e
@@ -153,8 +179,18 @@ class FaceCache:
         raise KeyError(f"image '{key}' is not in the face cache {self.dir}; run `maskclf prepare` on its dataset")
 
     def _map(self, name: str) -> np.ndarray:
+        """The shard memory-mapped, checked against the row count and crop size the index gives."""
         if name not in self._maps:
-            self._maps[name] = np.load(self.dir / name, mmap_mode="r")
+            path, s = self.dir / name, self.size
+            want = (self._index["shards"].get(name), s, s, 3)
+            try:
+                arr = np.load(path, mmap_mode="r")
+            except (OSError, ValueError) as exc:  # missing, shortened (mmap past the end), or not .npy
+                raise CacheError(f"{path}: face cache shard is damaged ({type(exc).__name__}: {exc}); {REBUILD}") from None
+            if arr.shape != want or arr.dtype != np.uint8:
+                raise CacheError(f"{path}: face cache shard holds {arr.shape} {arr.dtype}, the index expects "
+                                 f"{want} uint8; {REBUILD}")
+            self._maps[name] = arr
         return self._maps[name]
 
     def get(self, keys: Iterable[str]) -> np.ndarray:
@@ -179,6 +215,7 @@ class FaceCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         with _locked(self.dir):
             self._load()  # another process may have updated the cache while we waited
+            repaired = self._repair()
             self._check_settings(cfg)
             self._remove_leftovers()
             todo, done, counts = self._plan(records, root)
@@ -200,7 +237,22 @@ class FaceCache:
         entries, failed = self._index["entries"], self._index["failed"]
         return UpdateStats(total=len(keys), failed=sum(k in failed for k in keys),
                            fallback=sum(k in entries and entries[k]["fallback"] for k in keys),
-                           seconds=time.perf_counter() - start, **counts)
+                           seconds=time.perf_counter() - start, repaired=repaired, **counts)
+
+    def _repair(self) -> list[str]:
+        """Forget a damaged index or shard (its images are then cropped again); what was damaged, by file."""
+        found = [self.damage] if self.damage else []
+        self.damage = None
+        for name in list(self._index["shards"]):
+            try:
+                self._map(name)
+            except CacheError as exc:
+                found.append(str(exc))
+                del self._index["shards"][name]
+                self._index["entries"] = {k: e for k, e in self._index["entries"].items() if e["shard"] != name}
+        if found:
+            self._write_index()
+        return found
 
     def _check_settings(self, cfg: PrepareCfg) -> None:
         want, have = crop_settings(cfg), self._index["settings"]
