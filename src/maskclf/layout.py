@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,20 @@ EVAL_COLUMNS = ("ImageID", "ans")
 
 class DataError(ValueError):
     """A dataset problem that makes the folder unusable (missing CSV, missing columns, ...)."""
+
+
+def inside(folder: Path, name: str) -> Path | None:
+    """`folder / name` when `name` (a path read from a CSV) is relative and stays inside `folder`, else None.
+
+    Checked on the text, as the path is written: `..` cannot climb out and absolute paths are refused. Symlinks
+    inside the folder are the dataset owner's choice and are followed as usual.
+    """
+    if not name or os.path.isabs(name):
+        return None
+    rel = os.path.normpath(name)
+    if rel in (".", "..") or rel.startswith(".." + os.sep):
+        return None
+    return Path(folder) / rel
 
 
 @dataclass(frozen=True)

@@ -136,3 +136,20 @@ def test_not_a_dataset_folder(tmp_path):
         run_check(tmp_path, DataCfg(), progress=False)
     with pytest.raises(DataError, match="data folder not found"):
         run_check(tmp_path / "missing", DataCfg(), progress=False)
+
+
+def test_csv_paths_outside_their_folders_are_fatal_and_never_opened(tmp_path, tiny_data, monkeypatch):
+    root, rows = make_train(tmp_path, tiny_data, 2)
+    rows[1]["path"] = "../../../../../../etc"
+    write_rows(root / "train" / "train.csv", HEADER, rows)
+    (root / "eval" / "images").mkdir(parents=True)
+    (root / "eval" / "info.csv").write_text("ImageID,ans\n../../../../../../etc/passwd,0\n")
+    import maskclf.data.check as check_module
+
+    opened = []
+    real = check_module.verify_image
+    monkeypatch.setattr(check_module, "verify_image", lambda p: opened.append(str(p)) or real(p))
+    report, text = check(root)
+    assert report.fatal and not any("etc" in p for p in opened)
+    assert f"path '../../../../../../etc' is not inside {root / 'train' / 'images'}" in text
+    assert f"ImageID '../../../../../../etc/passwd' is not inside {root / 'eval' / 'images'}" in text

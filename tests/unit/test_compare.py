@@ -84,3 +84,24 @@ def test_html_without_images_dir_is_an_error(subs, tmp_path):
         compare_submissions(a_csv, b_csv, out_html=tmp_path / "x.html")
     with pytest.raises(DataError, match="not found"):
         compare_submissions(a_csv, b_csv, images_dir=tmp_path / "nope")
+
+
+def test_gallery_never_embeds_files_outside_images_and_survives_unreadable_ones(subs, tiny_data, tmp_path):
+    a_csv, b_csv, gt_csv, truth, b = subs
+    images = tmp_path / "images"
+    images.mkdir()
+    for image_id, _ in truth:
+        (images / image_id).write_bytes((tiny_data / "eval" / "images" / image_id).read_bytes())
+    (images / truth[0][0]).write_bytes(b"not an image")  # unreadable
+    secret = tmp_path / "secret.jpg"
+    secret.write_bytes((tiny_data / "eval" / "images" / truth[1][0]).read_bytes())
+    hostile = [("../secret.jpg", 0), (str(secret), 0)]
+    a_csv = _write(tmp_path / "a.csv", truth + hostile)
+    b_csv = _write(tmp_path / "b.csv", b + [(i, 1) for i, _ in hostile])
+    out = compare_submissions(a_csv, b_csv, images_dir=images)
+    page = (tmp_path / "a_vs_b.html").read_text()
+    assert page.count("<figure") == 6 and page.count("data:image/jpeg;base64,") == 3
+    assert page.count("outside the images folder") == 2 and page.count("unreadable image") == 1
+    assert sorted(out["outside_images"]) == sorted(i for i, _ in hostile)
+    assert out["unreadable_images"] == [truth[0][0]]
+    assert "2 ImageID(s) outside" in format_comparison(out)

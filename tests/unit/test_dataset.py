@@ -298,3 +298,32 @@ def test_load_train_with_extra_folders(tmp_path, tiny_data):
     assert any("disagrees with the CSV" in p.message for p in td.problems)  # the extra folder's warning is kept
     with pytest.raises(DataError, match=r"extra data .*: person ids also in"):
         load_train(DataCfg(root=tiny_data, extra=[tiny_data]))
+
+
+def test_train_paths_leaving_train_images_are_refused_by_row(tmp_path, tiny_data):
+    root, rows = make_train(tmp_path, tiny_data, 3)
+    outside = tmp_path / "outside_person"
+    shutil.copytree(tiny_data / "train" / "images" / rows[0]["path"], outside)
+    listed = [[r[k] for k in HEADER] for r in rows]
+    listed[1][4] = str(outside)  # absolute
+    listed[2][4] = "../../../outside_person"  # relative, climbing out
+    write_csv(root / "train" / "train.csv", HEADER, listed)
+    scan = scan_train(root)
+    assert scan.fatal and {r.person for r in scan.records} == {rows[0]["id"]}
+    errors = messages(scan, True)
+    assert f"train.csv:3: path '{outside}' is not inside {root / 'train' / 'images'}" in errors
+    assert f"train.csv:4: path '../../../outside_person' is not inside {root / 'train' / 'images'}" in errors
+
+
+def test_eval_image_ids_leaving_eval_images_are_refused_by_row(tmp_path, tiny_data):
+    root, ids = make_eval(tmp_path, tiny_data, 2)
+    train_img = root / "train" / "images" / "p" / "normal.jpg"
+    train_img.parent.mkdir(parents=True)
+    shutil.copy(root / "eval" / "images" / ids[0], train_img)
+    hostile = ["../../train/images/p/normal.jpg", str(train_img), "../../../../../../etc/passwd"]
+    write_csv(root / "eval" / "info.csv", ["ImageID", "ans"], [[i, 0] for i in ids + hostile])
+    scan = scan_eval(root)
+    assert scan.fatal and [r.key for r in scan.records] == ids
+    errors = messages(scan, True)
+    for line, image_id in enumerate(hostile, start=4):
+        assert f"info.csv:{line}: ImageID '{image_id}' is not inside {root / 'eval' / 'images'}" in errors

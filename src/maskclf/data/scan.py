@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from maskclf.labels import GENDER_BY_NAME, MASK_BY_STEM, AgeBounds, decode
-from maskclf.layout import EVAL_COLUMNS, IMAGE_EXTS, TRAIN_COLUMNS, DataError, Record, Scan
+from maskclf.layout import EVAL_COLUMNS, IMAGE_EXTS, TRAIN_COLUMNS, DataError, Record, Scan, inside
 
 
 def _is_hidden(name: str) -> bool:
@@ -67,6 +67,10 @@ def scan_train(root: Path, bounds: AgeBounds = AgeBounds()) -> Scan:
         if not row["id"] or not row["path"]:
             scan.error(where, f"empty id or path (id '{row['id']}', path '{row['path']}')")
             continue
+        folder = inside(images, row["path"])
+        if folder is None:
+            scan.error(where, f"path '{row['path']}' is not inside {images}; give the person folder's name")
+            continue
         repeated = [f"{k} '{row[k]}' (first at line {first[k][row[k]]})" for k in first if row[k] in first[k]]
         if repeated:
             scan.error(where, f"duplicate {' and '.join(repeated)}")
@@ -81,7 +85,7 @@ def scan_train(root: Path, bounds: AgeBounds = AgeBounds()) -> Scan:
         if age is None:
             continue
         _check_folder_name(row["path"], row, where, scan)
-        person = Record(path=images / row["path"], key="", person=row["id"], gender=gender, age=age,
+        person = Record(path=folder, key="", person=row["id"], gender=gender, age=age,
                         age_group=bounds.group(age), race=row["race"])
         if not person.path.is_dir():
             scan.error(where, f"image folder {person.path} does not exist")
@@ -153,9 +157,12 @@ def scan_eval(root: Path) -> Scan:
             scan.error(where, f"duplicate ImageID {image_id} (first at line {first_line[image_id]})")
             continue
         first_line[image_id] = i
-        path = images / image_id
+        path = inside(images, image_id)
+        if image_id and path is None:
+            scan.error(where, f"ImageID '{image_id}' is not inside {images}; give the image's file name")
+            continue
         if not image_id or not path.is_file():
-            scan.error(where, f"image {path} does not exist")
+            scan.error(where, f"image {images / image_id} does not exist")
             continue
         scan.records.append(Record(path=path, key=image_id))
     names = sorted(f.name for f in images.iterdir() if f.name not in first_line)

@@ -11,13 +11,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from maskclf.layout import DataError
+from maskclf.layout import DataError, inside
+from maskclf.utils.atomic import write_atomic
 from maskclf.toolkit.evaluate import read_aligned
 from maskclf.labels import HEADS, AgeBounds, attribute_names, class_names, decode
 from maskclf.metrics import score
 
 MAX_THUMBNAILS = 300
 THUMB_PX = 96
+PLACEHOLDERS = {"outside": "outside the images folder", "missing": "image not found", "unreadable": "unreadable image"}
 
 
 def _attribute_counts(y_a: np.ndarray, y_b: np.ndarray, y_true: np.ndarray | None) -> dict:
@@ -72,20 +74,38 @@ def _headline(s: dict) -> dict:
 
 
 def _write_gallery(result: dict, images_dir: Path, out_html: Path, bounds: AgeBounds) -> None:
-    """Write the HTML page and record its path and any images that could not be found in the result."""
-    result["missing_images"] = [it["image_id"] for it in result["items"][:MAX_THUMBNAILS]
-                                if not (images_dir / it["image_id"]).is_file()]
-    out_html.write_text(_gallery(result, images_dir, bounds), encoding="utf-8")
+    """Write the HTML page; record its path and the ImageIDs shown as placeholders (missing, outside, unreadable)."""
+    cells = {it["image_id"]: image_cell(inside(images_dir, it["image_id"])) for it in result["items"][:MAX_THUMBNAILS]}
+    for status in PLACEHOLDERS:
+        result[f"{status}_images"] = [i for i, (_, st) in cells.items() if st == status]
+    page = _gallery(result, {i: tag for i, (tag, _) in cells.items()}, bounds).encode("utf-8")
+    write_atomic(out_html, lambda fh: fh.write(page))
     result["html"] = str(out_html)
 
 
-def thumbnail(path: Path) -> str:
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        im.thumbnail((THUMB_PX, THUMB_PX))
-        buf = io.BytesIO()
-        im.save(buf, format="JPEG", quality=80)
+def thumbnail(path: Path) -> str | None:
+    """The image as a small inline JPEG (data URL), or None when it cannot be decoded."""
+    try:
+        with Image.open(path) as im:
+            im.draft("RGB", (THUMB_PX, THUMB_PX))  # JPEGs decode at reduced size
+            im = im.convert("RGB")
+            im.thumbnail((THUMB_PX, THUMB_PX))
+            buf = io.BytesIO()
+            im.save(buf, format="JPEG", quality=80)
+    except Exception:  # PIL raises many types for broken files; the gallery shows a placeholder instead
+        return None
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def image_cell(path: Path | None) -> tuple[str, str]:
+    """(thumbnail or placeholder HTML, status) for an image; `path` None means it lies outside its folder."""
+    status = "outside" if path is None else "missing" if not path.is_file() else "ok"
+    if status == "ok":
+        src = thumbnail(path)
+        if src is not None:
+            return f"<img src='{src}'>", status
+        status = "unreadable"
+    return f"<div class='missing'>{PLACEHOLDERS[status]}</div>", status
 
 
 def _describe(cls: int, bounds: AgeBounds) -> list[str]:
@@ -93,7 +113,7 @@ def _describe(cls: int, bounds: AgeBounds) -> list[str]:
     return [attrs[head][int(v)] for head, v in zip(HEADS, decode(cls))]
 
 
-def _item_html(item: dict, images_dir: Path, bounds: AgeBounds) -> str:
+def _item_html(item: dict, img: str, bounds: AgeBounds) -> str:
     a, b = _describe(item["a"], bounds), _describe(item["b"], bounds)
     differ = [h for h, x, y in zip(HEADS, a, b) if x != y]
     rows = [("A", a, item["a"]), ("B", b, item["b"])]
@@ -102,20 +122,18 @@ def _item_html(item: dict, images_dir: Path, bounds: AgeBounds) -> str:
     cells = "".join(
         f"<div class='{'ok' if item['truth'] == cls and label != 'truth' else ''}'>"
         f"<b>{label}</b> {html.escape('/'.join(parts))}</div>" for label, parts, cls in rows)
-    path = images_dir / item["image_id"]
-    img = f"<img src='{thumbnail(path)}'>" if path.is_file() else "<div class='missing'>image not found</div>"
     return (f"<figure data-attrs='{' '.join(differ)}'>{img}<figcaption>"
             f"<div class='id'>{html.escape(item['image_id'][:12])}</div>{cells}</figcaption></figure>")
 
 
-def _gallery(result: dict, images_dir: Path, bounds: AgeBounds) -> str:
+def _gallery(result: dict, cells: dict[str, str], bounds: AgeBounds) -> str:
     items = result["items"][:MAX_THUMBNAILS]
     capped = (f"Showing the first {len(items)} of {result['n_disagree']} disagreements "
               f"(at most {MAX_THUMBNAILS} thumbnails)." if result["n_disagree"] > len(items)
               else f"Showing all {result['n_disagree']} disagreements.")
     buttons = "".join(f"<button onclick=\"show('{h}')\">{h} ({result['by_attribute'][h]['disagree']})</button>"
                       for h in HEADS)
-    figures = "\n".join(_item_html(item, images_dir, bounds) for item in items)
+    figures = "\n".join(_item_html(item, cells[item["image_id"]], bounds) for item in items)
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>A vs B disagreements</title>
 <style>
@@ -159,7 +177,9 @@ def format_comparison(result: dict, top: int = 10) -> str:
         lines += [f"{p['count']:>6}  {p['a_name']} -> {p['b_name']}" for p in result["pairs"][:top]]
     if result["html"]:
         lines += ["", f"wrote {result['html']}"]
-        if result["missing_images"]:
-            lines.append(f"warning: {len(result['missing_images'])} image(s) not found, shown as placeholders "
-                         f"(e.g. {', '.join(result['missing_images'][:3])})")
+        for status, what in (("missing", "image(s) not found"), ("outside", "ImageID(s) outside the images folder"),
+                             ("unreadable", "unreadable image(s)")):
+            ids = result[f"{status}_images"]
+            if ids:
+                lines.append(f"warning: {len(ids)} {what}, shown as placeholders (e.g. {', '.join(ids[:3])})")
     return "\n".join(lines)

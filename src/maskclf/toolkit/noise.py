@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from maskclf.toolkit.compare import thumbnail
+from maskclf.toolkit.compare import image_cell
 from maskclf.config import load_config
 from maskclf.utils.atomic import write_atomic
 from maskclf.labels import GENDER_NAMES, MASK_NAMES, NUM_CLASSES, AgeBounds, attribute_names, decode, split_probs
@@ -180,8 +180,7 @@ def _image_html(row: dict, s: Suspect, bounds: AgeBounds) -> str:
     label_value = decode(row["label"])[{"mask": 0, "gender": 1, "age": 2}[head]]
     cells = " ".join(f"<span class='{'lab' if i == label_value else ''}'>{html.escape(n)} {p:.2f}</span>"
                      for i, (n, p) in enumerate(zip(names, probs)))
-    path = Path(row["path"])
-    img = f"<img src='{thumbnail(path)}'>" if path.is_file() else "<div class='missing'>image not found</div>"
+    img, _ = image_cell(Path(row["path"]))
     mark = " class='evidence'" if row["key"] in s.evidence and s.kind == "swap_incorrect_normal" else ""
     return (f"<figure{mark}>{img}<figcaption><div class='id'>{html.escape(Path(row['key']).name)} "
             f"({MASK_NAMES[decode(row['label'])[0]]})</div>{cells}</figcaption></figure>")
