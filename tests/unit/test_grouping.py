@@ -48,7 +48,7 @@ def test_group_probs_shares_gender_and_age_but_keeps_mask():
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.ones(18), size=5)
     groups = np.array([0, 0, 0, 1, 2])
-    out = group_probs(probs, groups)
+    out = group_probs(probs, groups, "equal")
     before, after = split_probs(probs), split_probs(out)
     assert np.allclose(out.sum(1), 1)
     np.testing.assert_allclose(after["mask"], before["mask"], atol=1e-12)
@@ -59,3 +59,21 @@ def test_group_probs_shares_gender_and_age_but_keeps_mask():
         geo = np.exp(np.log(before[attr][:3]).mean(0))
         np.testing.assert_allclose(after[attr][0], geo / geo.sum(), rtol=1e-6)
     np.testing.assert_array_equal(out[3:], probs[3:])  # photos with no group keep their own prediction
+
+
+def test_face_weighting_lets_the_unmasked_confident_photo_lead():
+    """Two photos of one person: a worn-mask photo unsure about age and an unmasked photo sure about it."""
+    def photo(mask, age):
+        m, a = np.eye(3)[mask] * 0.98 + 0.01 / 1.5, np.asarray(age)
+        return (m[:, None, None] * np.array([0.5, 0.5])[None, :, None] * a[None, None, :]).reshape(18)
+
+    masked = photo(0, [0.2, 0.45, 0.35])
+    bare = photo(2, [0.05, 0.1, 0.85])
+    probs = np.stack([masked, bare])
+    groups = np.array([0, 0])
+    equal = split_probs(group_probs(probs, groups, "equal"))["age"][0]
+    face = split_probs(group_probs(probs, groups, "face"))["age"][0]
+    assert face[2] > equal[2]  # the bare photo's answer weighs more
+    np.testing.assert_allclose(split_probs(group_probs(probs, groups, "face"))["mask"], split_probs(probs)["mask"])
+    with pytest.raises(ValueError, match="equal"):
+        group_probs(probs, groups, "loud")

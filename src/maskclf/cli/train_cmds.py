@@ -31,6 +31,9 @@ def register(sub) -> None:
     p.add_argument("--group-persons", type=float, nargs="?", const=0.9, metavar="SIMILARITY",
                    help="group each person's eval photos by upper-face similarity (default 0.9) and let each group "
                         "agree on gender and age")
+    p.add_argument("--group-weighting", default="face", metavar="{face,equal}",
+                   help="how photos count in a person group: 'face' (default) by the face they show (predicted "
+                        "mask status) times confidence, 'equal' all alike")
     p.add_argument("--no-calibration", action="store_true",
                    help="ignore the class-prior offsets tuned on validation at train time (train.calibrate)")
     p.add_argument("--quiet", action="store_true")
@@ -80,7 +83,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     r = predict(args.checkpoint, args.eval_dir, out=args.out, tta=args.tta, device=args.device,
                 batch_size=args.batch_size, progress=not args.quiet, group_persons=args.group_persons,
-                calibration=not args.no_calibration)
+                calibration=not args.no_calibration, group_weighting=args.group_weighting)
     if r.groups is not None:
         sizes = np.bincount(r.groups)
         print(f"person groups: {len(sizes)} groups, {int((sizes > 1).sum())} with 2+ photos (largest {sizes.max()})")

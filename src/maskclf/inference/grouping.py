@@ -5,6 +5,10 @@ only cover the lower face, so the upper face (eyes, brows, forehead, hair) of on
 Grouping eval images by that region and averaging the gender and age predictions within a group lets the
 unmasked photo inform the masked ones. Mask status stays per image. A strict similarity threshold keeps
 unrelated people apart; an image with no close match keeps its own prediction.
+
+The average is weighted ("face", the default): a photo counts by how much face it shows, read from its own
+predicted mask status (an unmasked or incorrectly worn photo shows the mouth and jaw that carry most of the age
+and gender evidence), times its confidence in that attribute. "equal" counts every photo the same.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ from maskclf.labels import combine_probs, split_probs
 
 UPPER = 0.5  # fraction of the face crop, from the top, that masks never cover
 GRID = 24  # descriptor resolution (GRID x GRID per channel)
+# Weight of a photo in its group by predicted mask status (wear, incorrect, normal): the share of face it shows.
+VISIBLE_FACE = (0.4, 0.8, 1.0)
+WEIGHTINGS = ("face", "equal")
 
 
 def upper_face_descriptors(images: np.ndarray) -> np.ndarray:
@@ -60,15 +67,30 @@ def person_groups(images: np.ndarray, threshold: float = 0.95, max_size: int = 7
     return labels
 
 
-def group_probs(probs18: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """18-class probabilities where gender and age are the group's mean log-probabilities; mask stays per image."""
+def check_weighting(weighting: str) -> None:
+    """Raise for a person-group weighting that is not one of WEIGHTINGS."""
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"unknown person-group weighting '{weighting}'; valid: {list(WEIGHTINGS)}")
+
+
+def photo_weights(parts: dict[str, np.ndarray], attr: str, weighting: str) -> np.ndarray:
+    """(N,) weight of each photo's `attr` vote: visible face (expected over its mask probabilities) x confidence."""
+    check_weighting(weighting)
+    if weighting == "equal":
+        return np.ones(len(parts[attr]))
+    return (parts["mask"] @ np.asarray(VISIBLE_FACE)) * parts[attr].max(axis=1)
+
+
+def group_probs(probs18: np.ndarray, groups: np.ndarray, weighting: str = "face") -> np.ndarray:
+    """18-class probabilities where gender and age are the group's weighted mean log-probabilities; mask stays per image."""
     parts = split_probs(probs18)
     out = {"mask": parts["mask"]}
     for attr in ("gender", "age"):
         logp = np.log(np.clip(parts[attr], 1e-8, None))
+        w = photo_weights(parts, attr, weighting)
         sums = np.zeros((groups.max() + 1, logp.shape[1]))
-        np.add.at(sums, groups, logp)
-        mean = sums[groups] / np.bincount(groups)[groups][:, None]
+        np.add.at(sums, groups, logp * w[:, None])
+        mean = sums[groups] / np.bincount(groups, weights=w)[groups][:, None]
         p = np.exp(mean - mean.max(axis=1, keepdims=True))
         out[attr] = p / p.sum(axis=1, keepdims=True)
     grouped = combine_probs(out["mask"], out["gender"], out["age"])

@@ -18,7 +18,7 @@ from maskclf.data.crops import cached_crops, to_cropset
 from maskclf.data.scan import scan_eval
 from maskclf.layout import Record
 from maskclf.inference.forward import predict_outputs
-from maskclf.inference.grouping import group_probs, person_groups
+from maskclf.inference.grouping import check_weighting, group_probs, person_groups
 from maskclf.labels import AgeBounds, NUM_CLASSES, combine_probs
 from maskclf.models.network import build_model
 from maskclf.utils.runtime import resolve_device
@@ -124,12 +124,14 @@ class PredictResult:
 
 def predict(checkpoint: Path, eval_dir: Path, out: Path | None = None, tta: str = "none", device: str = "auto",
             batch_size: int = 256, progress: bool = True, group_persons: float | None = None,
-            calibration: bool = True) -> PredictResult:
+            calibration: bool = True, group_weighting: str = "face") -> PredictResult:
     """Write `out` (ImageID,ans in info.csv order) and `<out stem>.probs.csv` (ImageID + 18 probabilities).
 
     `group_persons=T` groups the eval photos of one person (upper-face similarity >= T, see maskclf.inference.grouping)
-    and lets each group agree on gender and age. `calibration=False` ignores the checkpoint's class offsets.
+    and lets each group agree on gender and age, each photo weighted as `group_weighting` says ("face" or
+    "equal"). `calibration=False` ignores the checkpoint's class offsets.
     """
+    check_weighting(group_weighting)  # before minutes of prediction
     dev = resolve_device(device)
     loaded = load_model(checkpoint, dev)
     root, ev = resolve_eval_root(eval_dir)
@@ -144,7 +146,7 @@ def predict(checkpoint: Path, eval_dir: Path, out: Path | None = None, tta: str 
     groups = None
     if group_persons is not None:
         groups = person_groups(images, group_persons)
-        probs = group_probs(probs, groups)
+        probs = group_probs(probs, groups, group_weighting)
     ids = [r.key for r in scan.records]
     full = _fill_missing(ids, [r.key for r in kept], probs, skipped)
     ckpt_dir = Path(checkpoint).parent if Path(checkpoint).is_file() else Path(checkpoint)
