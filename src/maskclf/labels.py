@@ -55,6 +55,21 @@ def decode(cls):
     return cls // 6, (cls // 3) % 2, cls % 3
 
 
+# Training photos labelled with a mask status only (data.mask_extra) carry code MASK_ONLY + mask (18, 19, 20):
+# never a class, only ever a training target whose gender and age are unknown.
+MASK_ONLY = NUM_CLASSES
+
+
+def mask_of(labels):
+    """Mask status of 18-class labels and mask-only codes alike (ints or numpy/torch arrays)."""
+    return (labels < MASK_ONLY) * (labels // 6) + (labels >= MASK_ONLY) * (labels - MASK_ONLY)
+
+
+def with_mask(labels, mask):
+    """The same labels with mask status `mask` (gender and age kept; mask-only codes stay mask-only)."""
+    return (labels < MASK_ONLY) * (mask * 6 + labels % 6) + (labels >= MASK_ONLY) * (MASK_ONLY + mask)
+
+
 def class_names(bounds: AgeBounds = AgeBounds()) -> list[str]:
     """The 18 class names in class order, e.g. 'wear/male/<30'."""
     ages = bounds.names()

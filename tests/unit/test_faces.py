@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from maskclf.config import PrepareCfg
-from maskclf.faces.detect import DETECTORS, Face, build_detector, crop_face, find_face, load_rgb, process_image, square_crop
+from maskclf.faces.detect import (DETECTORS, Face, build_detector, crop_face, crop_landmarks, find_face, load_rgb,
+                                  process_image, square_crop)
 
 
 def _normal_image(tiny_data):
@@ -117,3 +118,25 @@ def test_process_image_reports_unreadable_files_by_name(tmp_path, tiny_data):
         assert out.crop is None and str(path) in out.error and "cannot read image" in out.error
     ok = process_image(good, None, cfg)
     assert ok.error is None and ok.crop.shape == (128, 128, 3) and not ok.fallback
+
+
+@pytest.mark.parametrize("margin,size", [(0.1, 128), (0.4, 48)])
+def test_crop_landmarks_land_on_the_same_pixels_in_the_crop(margin, size):
+    """Bright dots at five landmark positions of a photo end up where crop_landmarks says, in the crop."""
+    img = np.zeros((300, 260, 3), np.uint8)
+    marks = np.array([[100.0, 120.0], [160.0, 118.0], [131.0, 150.0], [108.0, 182.0], [152.0, 184.0]])
+    for x, y in marks.astype(int):
+        img[y - 3:y + 4, x - 3:x + 4] = 255
+    face = Face((70.0, 80.0, 190.0, 220.0), 0.9, marks + 0.0)
+    cfg = PrepareCfg(margin=margin, size=size)
+    crop, _ = crop_face(img, face, cfg)
+    where = crop_landmarks(face, cfg)
+    gray = crop[..., 0].astype(np.float64)
+    for x, y in where:
+        r = max(2, size // 25)
+        yi, xi = int(round(y)), int(round(x))
+        patch = gray[yi - r:yi + r + 1, xi - r:xi + r + 1]
+        ys, xs = np.mgrid[yi - r:yi + r + 1, xi - r:xi + r + 1]
+        assert patch.sum() > 0
+        assert abs((patch * xs).sum() / patch.sum() - x) < 0.6 and abs((patch * ys).sum() / patch.sum() - y) < 0.6
+    assert crop_landmarks(None, cfg) is None and crop_landmarks(Face(face.box, 1.0, None), cfg) is None

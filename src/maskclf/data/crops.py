@@ -39,10 +39,16 @@ def cached_crops(records: list[Record], root: Path, cfg: PrepareCfg, cache_root:
     return images, [r for _, r in kept], skipped
 
 
-def to_cropset(images: np.ndarray, records: list[Record]) -> CropSet:
+def to_cropset(images: np.ndarray, records: list[Record], landmarks: np.ndarray | None = None) -> CropSet:
     labels = np.array([r.label for r in records], dtype=np.int64)
     ages = np.array([r.age if r.age > 0 else np.nan for r in records], dtype=np.float32)
-    return CropSet(images, labels, ages, [r.key for r in records])
+    return CropSet(images, labels, ages, [r.key for r in records], landmarks)
+
+
+def cached_landmarks(records: list[Record], root: Path, cfg: PrepareCfg, cache_root: Path | None = None) -> np.ndarray:
+    """(N, 5, 2) landmarks of cached `records` in crop pixels (NaN where the cache has none)."""
+    cache = FaceCache(cache_dir_for(root, cfg, cache_root))
+    return cache.crop_landmarks([cache_key(root, r.path) for r in records], cfg)
 
 
 def training_records(data: TrainData, split: Split, drop_ages: list[int]) -> tuple[list[Record], dict, set[str]]:
@@ -69,11 +75,12 @@ def crops_for(cfg: Config, data: TrainData, split: Split, progress: bool = True)
     images, recs, skipped = cached_crops(train_recs + val_recs, data.root, cfg.prepare, cfg.data.cache_dir, progress)
     val_keys = {r.key for r in val_recs}
     is_val = np.array([r.key in val_keys for r in recs])
-    train_parts = [(images[~is_val], [r for r, v in zip(recs, is_val) if not v])]
+    train_parts = [(images[~is_val], [r for r, v in zip(recs, is_val) if not v], data.root)]
     for root, extra in extra_recs.items():
         ex_images, ex_recs, ex_skipped = cached_crops(extra, root, cfg.prepare, cfg.data.cache_dir, progress)
-        train_parts.append((ex_images, ex_recs))
+        train_parts.append((ex_images, ex_recs, root))
         skipped.update(ex_skipped)
-    train = to_cropset(np.concatenate([p[0] for p in train_parts]), [r for p in train_parts for r in p[1]])
+    marks = np.concatenate([cached_landmarks(p[1], p[2], cfg.prepare, cfg.data.cache_dir) for p in train_parts])
+    train = to_cropset(np.concatenate([p[0] for p in train_parts]), [r for p in train_parts for r in p[1]], marks)
     val = to_cropset(images[is_val], [r for r, v in zip(recs, is_val) if v])
     return train, val, skipped

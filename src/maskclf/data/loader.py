@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from queue import Empty, Queue
+from typing import Callable
 
 import numpy as np
 import torch
@@ -12,18 +13,27 @@ import torch
 
 @dataclass
 class CropSet:
-    """Images (N,S,S,3) uint8 with their 18-class labels and ages (-1 / nan where unknown)."""
+    """Images (N,S,S,3) uint8 with their 18-class labels and ages (-1 / nan where unknown).
+
+    `landmarks` (N, 5, 2) are the faces' landmarks in crop pixels (NaN where unknown); `paint`, when set, is a
+    batch hook `(images, labels, landmarks, idx) -> (images, labels)` run on each gathered uint8 batch (training
+    sets only, e.g. data.paint_masks.MaskPainter).
+    """
 
     images: np.ndarray
     labels: np.ndarray
     ages: np.ndarray
     keys: list[str]
+    landmarks: np.ndarray | None = None
+    paint: Callable | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, idx: np.ndarray) -> "CropSet":
-        return CropSet(self.images[idx], self.labels[idx], self.ages[idx], [self.keys[i] for i in idx])
+        marks = None if self.landmarks is None else self.landmarks[idx]
+        return CropSet(self.images[idx], self.labels[idx], self.ages[idx], [self.keys[i] for i in idx], marks,
+                       self.paint)
 
 
 def epoch_order(n: int, seed: int, epoch: int, sampler=None) -> np.ndarray:
@@ -41,8 +51,10 @@ def iterate(data: CropSet, order: np.ndarray, batch_size: int, drop_last: bool =
 
     def make(start: int):
         idx = np.sort(order[start:start + batch_size])  # sorted gathers are cache-friendlier; order within a batch is irrelevant
-        return (torch.from_numpy(data.images[idx]), torch.from_numpy(data.labels[idx]),
-                torch.from_numpy(data.ages[idx].astype(np.float32)))
+        images, labels = data.images[idx], data.labels[idx]
+        if data.paint is not None:  # in the prefetch thread, beside the model's step
+            images, labels = data.paint(images, labels, data.landmarks[idx], idx)
+        return torch.from_numpy(images), torch.from_numpy(labels), torch.from_numpy(data.ages[idx].astype(np.float32))
 
     starts = [s for s in stops if not (drop_last and s + batch_size > len(order))]
     if not prefetch:

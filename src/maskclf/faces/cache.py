@@ -26,7 +26,7 @@ from tqdm import tqdm
 from maskclf.utils.atomic import write_atomic
 from maskclf.config import PrepareCfg
 from maskclf.layout import Record
-from maskclf.faces.detect import Face, FaceCrop, crop_images, default_workers
+from maskclf.faces.detect import Face, FaceCrop, crop_images, crop_landmarks, default_workers
 
 FORMAT = 1
 INDEX = "index.json"
@@ -167,6 +167,17 @@ class FaceCache:
             return None
         marks = None if f["landmarks"] is None else np.asarray(f["landmarks"], np.float64)
         return Face(tuple(f["box"]), f["score"], marks)
+
+    def crop_landmarks(self, keys: Iterable[str], cfg: PrepareCfg) -> np.ndarray:
+        """(N, 5, 2) float32 landmarks of `keys` in their crops' pixels (cfg: the settings the crops were made
+        with); NaN rows where no face or no landmarks were found (fallback box, Haar, no detector)."""
+        keys = list(keys)
+        out = np.full((len(keys), 5, 2), np.nan, np.float32)
+        for i, k in enumerate(keys):
+            marks = crop_landmarks(self.face(k), cfg)
+            if marks is not None:
+                out[i] = marks
+        return out
 
     def _entry(self, key: str) -> dict:
         if self.damage:

@@ -175,10 +175,15 @@ def crop_box(shape: tuple[int, ...], face: Face | None, cfg: PrepareCfg) -> tupl
     return (x0 + x1) / 2.0, (y0 + y1) / 2.0, side
 
 
+def _window(cx: float, cy: float, side: float) -> tuple[int, int, int]:
+    """The whole-pixel square (x0, y0, side) that square_crop cuts around (cx, cy)."""
+    side_px = max(1, round(side))
+    return round(cx - side_px / 2.0), round(cy - side_px / 2.0), side_px
+
+
 def square_crop(img: np.ndarray, cx: float, cy: float, side: float, size: int) -> np.ndarray:
     """Crop the square around (cx, cy), replicating edge pixels outside the image, and resize to size x size."""
-    side_px = max(1, round(side))
-    x0, y0 = round(cx - side_px / 2.0), round(cy - side_px / 2.0)
+    x0, y0, side_px = _window(cx, cy, side)
     h, w = img.shape[:2]
     left, top = max(0, -x0), max(0, -y0)
     right, bottom = max(0, x0 + side_px - w), max(0, y0 + side_px - h)
@@ -188,6 +193,16 @@ def square_crop(img: np.ndarray, cx: float, cy: float, side: float, size: int) -
     patch = img[y0:y0 + side_px, x0:x0 + side_px]
     interp = cv2.INTER_AREA if side_px > size else cv2.INTER_LINEAR
     return np.ascontiguousarray(cv2.resize(patch, (size, size), interpolation=interp), dtype=np.uint8)
+
+
+def crop_landmarks(face: Face | None, cfg: PrepareCfg) -> np.ndarray | None:
+    """The face's 5 landmarks in the coordinates of its cached size x size crop, or None (no face or landmarks)."""
+    if face is None or face.landmarks is None:
+        return None
+    cx, cy, side = crop_box((0, 0), face, cfg)
+    x0, y0, side_px = _window(cx, cy, side)
+    # Pixel centres: resizing side_px pixels to `size` maps x to (x + 0.5) * size / side_px - 0.5.
+    return (np.asarray(face.landmarks, np.float64) - [x0, y0] + 0.5) * (cfg.size / side_px) - 0.5
 
 
 def crop_face(img: np.ndarray, face: Face | None, cfg: PrepareCfg) -> tuple[np.ndarray, bool]:
