@@ -80,6 +80,9 @@ class PrepareCfg(_Section):
     fallback_box: tuple[float, float, float, float] = (0.1, 0.05, 0.9, 0.85)  # x0,y0,x1,y1 fractions when no face
     min_confidence: float = Field(0.5, ge=0.0, le=1.0)  # yuface scores run lower than MTCNN's (median 0.89)
     chunk: int = Field(256, ge=1)  # images per committed cache shard (the most a killed prepare loses)
+    # Images with more decoded pixels are refused by name (JPEGs count at their reduced decoding size, at most
+    # ~1/4 of the full area for large ones): a guard against memory blow-ups and decompression bombs.
+    max_pixels: int = Field(40_000_000, ge=1)
 
 
 class ModelCfg(_Section):

@@ -80,7 +80,7 @@ def test_verify_image(tmp_path, tiny_data):
     good = next((tiny_data / "eval" / "images").iterdir())
     assert verify_image(good) is None
     Image.new("RGB", (4, 4)).save(tmp_path / "dot.png")
-    assert verify_image(tmp_path / "dot.png") == "image is too small (4x4)"
+    assert verify_image(tmp_path / "dot.png") == "image is too small (4x4); at least 8x8 is needed"
     (tmp_path / "empty.jpg").write_bytes(b"")
     assert verify_image(tmp_path / "empty.jpg").startswith("unreadable or truncated image")
 
@@ -148,8 +148,16 @@ def test_csv_paths_outside_their_folders_are_fatal_and_never_opened(tmp_path, ti
 
     opened = []
     real = check_module.verify_image
-    monkeypatch.setattr(check_module, "verify_image", lambda p: opened.append(str(p)) or real(p))
+    monkeypatch.setattr(check_module, "verify_image", lambda p, limit: opened.append(str(p)) or real(p, limit))
     report, text = check(root)
     assert report.fatal and not any("etc" in p for p in opened)
     assert f"path '../../../../../../etc' is not inside {root / 'train' / 'images'}" in text
     assert f"ImageID '../../../../../../etc/passwd' is not inside {root / 'eval' / 'images'}" in text
+
+
+def test_an_empty_eval_set_fails_the_check(tmp_path):
+    (tmp_path / "eval" / "images").mkdir(parents=True)
+    (tmp_path / "eval" / "info.csv").write_text("ImageID,ans\n")
+    report, text = check(tmp_path)
+    assert report.fatal and f"ERROR: {tmp_path / 'eval' / 'info.csv'}: lists no images" in text
+    assert text.endswith("result: FAILED (fatal problems above)")

@@ -70,3 +70,13 @@ def test_read_oof_rejects_other_csv_files(tmp_path):
     (tmp_path / "oof.csv").write_text("ImageID,ans\nx,1\n")
     with pytest.raises(ValueError, match=r"oof.csv: expected columns \['key', 'person'"):
         read_oof(tmp_path)
+
+
+@pytest.mark.parametrize("k", [1, 0])
+def test_fewer_than_two_folds_is_a_clear_error_leaving_no_folder(tiny_data, tmp_path, k):
+    cfg = cfg_for(tiny_data, tmp_path, f"run.out_dir={tmp_path}/runs")
+    with pytest.raises(ValueError, match=f"at least 2 folds, got -k {k}.*maskclf train"):
+        cross_validate(cfg, k, progress=False)
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        cross_validate(cfg, k, tmp_path / "given", progress=False)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "given").exists()

@@ -139,3 +139,12 @@ def test_load_model_refuses_an_unfinished_separate_run(tiny_data, crops, tmp_pat
         fit(cfg, progress=False, on_epoch=stop)
     with pytest.raises(CheckpointError, match="training was interrupted"):
         load_model(tmp_path / "exp" / "last.pt", CPU)
+
+
+def test_an_empty_eval_set_is_a_clear_error(trained, tiny_data, tmp_path):
+    root = tmp_path / "data"
+    (root / "eval" / "images").mkdir(parents=True)
+    (root / "eval" / "info.csv").write_text("ImageID,ans\n")
+    with pytest.raises(ValueError, match="info.csv: lists no images") as info:
+        predict(trained.checkpoint, root, out=tmp_path / "s.csv", progress=False)
+    assert str(root / "eval" / "info.csv") in str(info.value) and not (tmp_path / "s.csv").exists()

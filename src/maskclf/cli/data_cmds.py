@@ -42,7 +42,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from maskclf.data.check import format_check, run_check
 
     cfg = config_from(args)
-    report = run_check(args.data_dir, cfg.data, decode_images=not args.no_decode)
+    report = run_check(args.data_dir, cfg.data, decode_images=not args.no_decode, max_pixels=cfg.prepare.max_pixels)
     print(format_check(report, cfg.data))
     return 1 if report.fatal else 0
 

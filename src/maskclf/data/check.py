@@ -6,10 +6,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
 from tqdm import tqdm
 
-from maskclf.config import DataCfg
+from maskclf.config import DataCfg, PrepareCfg
+from maskclf.faces.detect import ImageRefused, load_rgb
 from maskclf.data.scan import scan_eval, scan_train
 from maskclf.layout import DataError, Problem, Record
 from maskclf.labels import NUM_CLASSES, attribute_names, class_names, decode
@@ -30,19 +30,19 @@ class CheckReport:
         return any(p.fatal for p in self.problems)
 
 
-def verify_image(path: Path) -> str | None:
-    """None if the file decodes fully as an image, else what is wrong with it."""
+def verify_image(path: Path, max_pixels: int = PrepareCfg().max_pixels) -> str | None:
+    """None if `prepare` will crop the file (the same loader and rules), else what is wrong with it."""
     try:
-        with Image.open(path) as im:
-            im.load()
-            if im.width < 8 or im.height < 8:
-                return f"image is too small ({im.width}x{im.height})"
+        load_rgb(path, max_pixels)
+    except ImageRefused as exc:
+        return str(exc)
     except Exception as exc:  # PIL raises many types for broken files; all mean "unreadable"
         return f"unreadable or truncated image ({type(exc).__name__}: {exc})"
     return None
 
 
-def run_check(root: Path, data: DataCfg, decode_images: bool = True, progress: bool = True) -> CheckReport:
+def run_check(root: Path, data: DataCfg, decode_images: bool = True, progress: bool = True,
+              max_pixels: int = PrepareCfg().max_pixels) -> CheckReport:
     """Scan train (with label fixes) and eval, optionally decode every image, and collect all problems."""
     root = Path(root)
     if not root.is_dir():
@@ -68,7 +68,7 @@ def run_check(root: Path, data: DataCfg, decode_images: bool = True, progress: b
             report.problems.append(Problem(str(root / "eval"), str(exc), fatal=True))
     if decode_images:
         for r in tqdm(report.train + report.eval, desc="decoding", unit="img", disable=not progress):
-            msg = verify_image(r.path)
+            msg = verify_image(r.path, max_pixels)
             if msg:
                 report.problems.append(Problem(str(r.path), msg + " (it will be skipped)"))
     return report

@@ -149,6 +149,8 @@ def scan_eval(root: Path) -> Scan:
     images = ev / "images"
     if not images.is_dir():
         raise DataError(f"{images}: folder not found (expected eval/images/<ImageID>)")
+    if not rows:
+        scan.error(ev / "info.csv", "lists no images (expected one ImageID,ans row per eval image)")
     first_line: dict[str, int] = {}
     for i, row in enumerate(rows, start=2):
         image_id = row["ImageID"]

@@ -64,7 +64,9 @@ def _short_hash(obj) -> str:
 
 def crop_settings(cfg: PrepareCfg) -> dict:
     """The settings that change a crop (not `chunk`; detection settings only when a detector runs)."""
-    out = {"format": FORMAT, "size": cfg.size, "detector": cfg.detector, "fallback_box": list(cfg.fallback_box)}
+    # max_pixels belongs here: images it refused are recorded as failed, and a new limit must look at them again.
+    out = {"format": FORMAT, "size": cfg.size, "detector": cfg.detector, "fallback_box": list(cfg.fallback_box),
+           "max_pixels": cfg.max_pixels}
     if cfg.detector != "none":
         out.update(margin=cfg.margin, pad=cfg.pad, min_confidence=cfg.min_confidence)
     return out
@@ -161,7 +163,7 @@ class FaceCache:
         return key in self._index["entries"]
 
     def face(self, key: str) -> Face | None:
-        """The detected face (original image coordinates) behind a cached crop, or None (fallback / no detector)."""
+        """The detected face behind a cached crop (coordinates of the decoded image, see load_rgb), or None."""
         f = self._entry(key)["face"]
         if f is None:
             return None

@@ -21,6 +21,11 @@ from maskclf.config import PrepareCfg
 # Larger images are shrunk before detection: the detectors are tuned for faces of a few hundred pixels
 # and their cost grows with the image area.
 DETECT_MAX_SIDE = 640
+# JPEGs are decoded at the smallest of their 1/2, 1/4, 1/8 scales that keeps this long side: a 12000x12000 photo
+# then costs 1500x1500 pixels of memory, and detection (at 640) and the crop (a fraction of the face) lose nothing.
+DRAFT_SIDE = 2 * DETECT_MAX_SIDE
+# Smaller images hold no usable face; `check` and `prepare` both skip them (one rule, here).
+MIN_SIDE = 8
 
 
 @dataclass(frozen=True)
@@ -155,11 +160,34 @@ def find_face(detector: Detector, img_rgb: np.ndarray, pad: int, min_confidence:
     return best.moved(1.0, pad).moved(1.0 / scale, 0.0)
 
 
-def load_rgb(path: Path) -> np.ndarray:
-    """Decode an image file to an HxWx3 uint8 RGB array (EXIF rotation applied); raises on broken files."""
+class ImageRefused(ValueError):
+    """An image that decodes but is refused: too small to hold a face, or over the pixel limit."""
+
+
+def _to_rgb(im: Image.Image) -> np.ndarray:
+    """HxWx3 uint8; 16-bit and 32-bit integer grey is scaled down (PIL's convert would clip it to white)."""
+    if im.mode.startswith("I"):  # "I;16", "I;16B", ... and "I" (how PIL holds 16-bit PNG/TIFF grey)
+        grey = np.asarray(im, dtype=np.float64) / 257.0
+        return np.repeat(np.clip(np.round(grey), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def load_rgb(path: Path, max_pixels: int | None = None) -> np.ndarray:
+    """Decode an image file to an HxWx3 uint8 RGB array (EXIF rotation applied); raises on broken files.
+
+    JPEGs decode at reduced size (see DRAFT_SIDE). ImageRefused for images under MIN_SIDE pixels a side or, when
+    `max_pixels` is given, over that many decoded pixels (checked before decoding).
+    """
     with Image.open(path) as im:
+        im.draft(im.mode, (DRAFT_SIDE, DRAFT_SIDE))
+        w, h = im.size
+        if min(w, h) < MIN_SIDE:
+            raise ImageRefused(f"image is too small ({w}x{h}); at least {MIN_SIDE}x{MIN_SIDE} is needed")
+        if max_pixels is not None and w * h > max_pixels:
+            raise ImageRefused(f"image is too large to decode: {w * h} pixels ({w}x{h}) over the limit "
+                               f"prepare.max_pixels={max_pixels}")
         im = ImageOps.exif_transpose(im)  # also forces a full decode, so truncated files raise here
-        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+        return _to_rgb(im)
 
 
 def crop_box(shape: tuple[int, ...], face: Face | None, cfg: PrepareCfg) -> tuple[float, float, float]:
@@ -224,7 +252,9 @@ class FaceCrop:
 def process_image(path: Path, detector: Detector | None, cfg: PrepareCfg) -> FaceCrop:
     """Decode, detect (unless `detector` is None) and crop one file; never raises for a bad file."""
     try:
-        img = load_rgb(path)
+        img = load_rgb(path, cfg.max_pixels)
+    except ImageRefused as exc:
+        return FaceCrop(None, None, False, f"{path}: {exc}")
     except Exception as exc:  # any decoder error: one bad file must not stop the run
         return FaceCrop(None, None, False, f"{path}: cannot read image ({type(exc).__name__}: {exc})")
     try:

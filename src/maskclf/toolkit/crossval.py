@@ -61,6 +61,9 @@ def _check_same_run(cv_dir: Path, cfg: Config, k: int) -> None:
 
 def cross_validate(cfg: Config, k: int, cv_dir: Path | None = None, progress: bool = True) -> CVResult:
     """Train k folds (each resumable) into `cv_dir`, then write oof.csv and the OOF report."""
+    if k < 2:
+        raise ValueError(f"cross-validation needs at least 2 folds, got -k {k}; "
+                         "for one train/validation split use `maskclf train`")
     if cv_dir is None:
         cv_dir = new_run_dir(cfg.run.out_dir, cfg.run.name if cfg.run.name != "exp" else "cv")
     cv_dir = Path(cv_dir)
