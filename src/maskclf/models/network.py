@@ -90,6 +90,10 @@ class MaskNet(nn.Module):
         samples = [self._heads(self.dropout(features)) for _ in range(self.ms_dropout)]
         return {name: torch.stack([s[name] for s in samples]).mean(dim=0) for name in samples[0]}
 
+    def forward_map(self, feature_map: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Head outputs (eval mode) from the backbone's `forward_features` output: lets saliency reach the map."""
+        return self._heads(self.head_bn(self.backbone.forward_head(feature_map)))
+
     def freeze(self, what: str, unfreeze_epoch: int | None = None) -> None:
         """Freeze the whole backbone ('all') or the stem and stages up to `what`; unfreeze at `unfreeze_epoch`."""
         if what == "none":
