@@ -1,4 +1,5 @@
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,49 @@ def kill_at():
 
     make.Killed = TrainingKilled
     return make
+
+
+
+ARTIFACTS = Path(os.environ.get("MASKCLF_ARTIFACTS", REPO / "test-artifacts"))
+BROWSER_WINDOW = (1280, 900)
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """One headless Chromium (Debian's chromium + chromium-driver, via selenium) for the session's page tests."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    driver_path = shutil.which("chromedriver")
+    if not (browser and driver_path):
+        pytest.skip("chromium and chromedriver not installed (apt-get install chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                f"--window-size={BROWSER_WINDOW[0]},{BROWSER_WINDOW[1]}"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver_path))
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    """Folder for files a test leaves for people to look at (screenshots); $MASKCLF_ARTIFACTS overrides it."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+def full_page_screenshot(driver, path: Path, max_height: int = 16000) -> Path:
+    """Save a PNG of the whole page: the window is stretched to the page's height (capped) for the shot."""
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(BROWSER_WINDOW[0], min(int(height) + 120, max_height))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(path))
+    driver.set_window_size(*BROWSER_WINDOW)
+    return path
+
+
+@pytest.fixture(scope="session")
+def screenshot():
+    """screenshot(driver, path): a full-page PNG of what the browser shows."""
+    return full_page_screenshot

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from maskclf.layout import DataError, inside
 from maskclf.utils.atomic import write_atomic
 from maskclf.toolkit.evaluate import read_aligned
+from maskclf.toolkit.html_page import THUMB_PX, thumbnail
 from maskclf.labels import HEADS, AgeBounds, attribute_names, class_names, decode
 from maskclf.metrics import score
 
 MAX_THUMBNAILS = 300
-THUMB_PX = 96
 PLACEHOLDERS = {"outside": "outside the images folder", "missing": "image not found", "unreadable": "unreadable image"}
 
 
@@ -81,20 +78,6 @@ def _write_gallery(result: dict, images_dir: Path, out_html: Path, bounds: AgeBo
     page = _gallery(result, {i: tag for i, (tag, _) in cells.items()}, bounds).encode("utf-8")
     write_atomic(out_html, lambda fh: fh.write(page))
     result["html"] = str(out_html)
-
-
-def thumbnail(path: Path) -> str | None:
-    """The image as a small inline JPEG (data URL), or None when it cannot be decoded."""
-    try:
-        with Image.open(path) as im:
-            im.draft("RGB", (THUMB_PX, THUMB_PX))  # JPEGs decode at reduced size
-            im = im.convert("RGB")
-            im.thumbnail((THUMB_PX, THUMB_PX))
-            buf = io.BytesIO()
-            im.save(buf, format="JPEG", quality=80)
-    except Exception:  # PIL raises many types for broken files; the gallery shows a placeholder instead
-        return None
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def image_cell(path: Path | None) -> tuple[str, str]:

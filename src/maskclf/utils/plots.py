@@ -95,3 +95,95 @@ def history_figure(rows: list[dict], keys=("loss", "f1")) -> Figure:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     return fig
+
+
+def bar_figure(counts: dict[str, float], title: str, xlabel: str = "", horizontal: bool = False) -> Figure:
+    """One bar per key with its value written on it."""
+    names, values = list(counts), list(counts.values())
+    long = horizontal or len(names) > 8
+    fig = _figure(6.0, 0.6 + 0.22 * len(names)) if long else _figure(1.0 + 0.7 * len(names), 2.8)
+    ax = fig.add_subplot()
+    bars = ax.barh(names, values, color="#4a7ab7") if long else ax.bar(names, values, color="#4a7ab7")
+    if long:
+        ax.invert_yaxis()
+    ax.bar_label(bars, fmt="%g", fontsize=7, padding=2)
+    ax.set_title(title, fontsize=9)
+    ax.tick_params(labelsize=7)
+    if xlabel:
+        (ax.set_xlabel if long else ax.set_ylabel)(xlabel, fontsize=8)
+    ax.margins(x=0.12) if long else ax.margins(y=0.15)
+    return fig
+
+
+def count_grid_figure(grid, rows, cols, title: str) -> Figure:
+    """A small table of counts (e.g. people per gender x age group), shaded by size."""
+    grid = np.asarray(grid, dtype=np.float64)
+    fig = _figure(1.4 + 0.9 * len(cols), 0.9 + 0.5 * len(rows))
+    ax = fig.add_subplot()
+    ax.imshow(grid, cmap="Blues", vmin=0, vmax=max(grid.max(), 1.0) * 1.3)
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            ax.text(j, i, f"{int(grid[i, j])}", ha="center", va="center", fontsize=9)
+    ax.set_xticks(range(len(cols)), cols, fontsize=8)
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
+def age_histogram_figure(ages, bounds: tuple[int, ...], title: str = "age (one count per person)") -> Figure:
+    """Histogram of ages in 1-year bins with the age-group bounds drawn as dashed lines."""
+    ages = np.asarray(ages, dtype=np.float64)
+    fig = _figure(6.0, 2.8)
+    ax = fig.add_subplot()
+    lo, hi = (int(ages.min()), int(ages.max()) + 1) if len(ages) else (0, 1)
+    ax.hist(ages, bins=np.arange(lo, hi + 1), color="#4a7ab7")
+    for b in bounds:
+        ax.axvline(b, color="#c0392b", linestyle="--", linewidth=1)
+        ax.text(b, ax.get_ylim()[1] * 0.95, f" {b}", color="#c0392b", fontsize=8, va="top")
+    ax.set_xlabel("age (years)", fontsize=8)
+    ax.set_ylabel("people", fontsize=8)
+    ax.set_title(title, fontsize=9)
+    ax.tick_params(labelsize=7)
+    return fig
+
+
+def class_scores_figure(per_class: list[dict]) -> Figure:
+    """Precision, recall and F1 of each class, classes sorted from the worst F1 to the best."""
+    rows = sorted(per_class, key=lambda r: r["f1"])
+    fig = _figure(6.5, 0.8 + 0.28 * len(rows))
+    ax = fig.add_subplot()
+    y = np.arange(len(rows))
+    for offset, key, colour in ((-0.27, "precision", "#9ecae1"), (0.0, "recall", "#4a7ab7"), (0.27, "f1", "#08306b")):
+        ax.barh(y + offset, [r[key] for r in rows], height=0.26, color=colour, label=key)
+    ax.set_yticks(y, [f"{r['name']} (n={r['support']})" for r in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("per-class scores on validation (sorted by F1)", fontsize=9)
+    return fig
+
+
+def reliability_figure(panels: dict[str, tuple[np.ndarray, np.ndarray]], bins: int = 10) -> Figure:
+    """Reliability diagrams: accuracy against confidence per bin, one panel per {name: (confidence, correct)}."""
+    fig = _figure(3.0 * len(panels), 3.2)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    for ax, (name, (conf, correct)) in zip(fig.subplots(1, len(panels), squeeze=False).ravel(), panels.items()):
+        conf, correct = np.asarray(conf, np.float64), np.asarray(correct, np.float64)
+        which = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
+        count = np.bincount(which, minlength=bins)
+        acc = np.bincount(which, weights=correct, minlength=bins) / np.maximum(count, 1)
+        mean_conf = np.bincount(which, weights=conf, minlength=bins) / np.maximum(count, 1)
+        ece = float(np.sum(count * np.abs(acc - mean_conf)) / max(len(conf), 1))
+        used = count > 0
+        ax.bar(edges[:-1][used], acc[used], width=1.0 / bins, align="edge", color="#4a7ab7", edgecolor="white",
+               label="accuracy")
+        ax.plot([0, 1], [0, 1], "--", color="#888", linewidth=1, label="perfect calibration")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{name}  (ECE {ece:.3f}, n={len(conf)})", fontsize=9)
+        ax.set_xlabel("confidence", fontsize=8)
+        ax.set_ylabel("accuracy", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6, loc="upper left")
+    return fig
