@@ -82,12 +82,12 @@ def attribute_names(bounds: AgeBounds = AgeBounds()) -> dict[str, tuple[str, ...
 
 
 def split_probs(probs18: np.ndarray) -> dict[str, np.ndarray]:
-    """Marginalise (N, 18) class probabilities into per-attribute (N, k) probabilities."""
-    p = np.asarray(probs18).reshape(-1, 3, 2, 3)
+    """Marginalise (N, 18) class probabilities (numpy or torch) into per-attribute (N, k) probabilities."""
+    p = (probs18 if hasattr(probs18, "reshape") else np.asarray(probs18)).reshape(-1, 3, 2, 3)
     return {"mask": p.sum(axis=(2, 3)), "gender": p.sum(axis=(1, 3)), "age": p.sum(axis=(1, 2))}
 
 
 def combine_probs(mask: np.ndarray, gender: np.ndarray, age: np.ndarray) -> np.ndarray:
-    """Outer product of independent per-attribute probabilities into (N, 18) class probabilities."""
+    """Outer product of independent per-attribute probabilities (numpy or torch) into (N, 18) class probabilities."""
     p = mask[:, :, None, None] * gender[:, None, :, None] * age[:, None, None, :]
     return p.reshape(len(mask), NUM_CLASSES)

@@ -233,7 +233,7 @@ def test_fit_checkpoint_holds_only_heads_and_predicts(dlib_ready, tiny_data, tmp
 
 def test_random_augmentation_with_frozen_descriptors_is_flagged():
     from maskclf.config import load_config
-    from maskclf.training.member import descriptor_reuse_problem
+    from maskclf.training.build import descriptor_reuse_problem
 
     assert descriptor_reuse_problem(load_config([])) is None  # not a descriptor backbone
     fixed = load_config([], ["model.backbone=dlib_face", "train.augment.preset=base"])

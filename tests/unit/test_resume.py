@@ -101,3 +101,85 @@ def test_sigkilled_cli_run_loses_at_most_one_epoch_and_resumes_exactly(tiny_data
     fit(None, resume=run, progress=False)
     assert losses(run) == pytest.approx(losses(reference.run_dir), abs=1e-6)
     assert not list(run.glob("*.tmp")) and not list(run.glob(".*.tmp"))
+
+
+def steps(run_dir: Path, prefix: str = "") -> list[int]:
+    return [r["step"] for r in read_metrics(run_dir) if f"{prefix}train/loss" in r]
+
+
+@pytest.mark.parametrize("where", ["saving last.pt", "logging the epoch"])
+def test_a_kill_around_the_checkpoint_never_logs_an_epoch_twice(tiny_data, crops, tmp_path, kill_at, monkeypatch,
+                                                              where):
+    cfg = tiny_cfg(tiny_data, crops, tmp_path, "train.epochs=3")
+    full = fit(cfg, progress=False)
+    import maskclf.training.state as state_module
+    from maskclf.utils.tracking import Tracker
+
+    real_save, real_log = state_module.save_checkpoint, Tracker.log
+
+    def save(path, payload):  # the second epoch's last.pt never lands
+        if payload["epoch"] == 1:
+            raise kill_at.Killed
+        real_save(path, payload)
+
+    def log(self, metrics, step):  # the second epoch's row never lands
+        if step == 2:
+            raise kill_at.Killed
+        real_log(self, metrics, step)
+
+    if where == "saving last.pt":
+        monkeypatch.setattr(state_module, "save_checkpoint", save)
+    else:
+        monkeypatch.setattr(Tracker, "log", log)
+    with pytest.raises(kill_at.Killed):
+        fit(cfg, progress=False)
+    monkeypatch.undo()
+    run = tmp_path / "exp2"
+    fit(None, resume=run, progress=False)
+    assert steps(run) == [1, 2, 3]  # metrics.jsonl and last.pt agreed on where the run stood
+    assert losses(run) == losses(full.run_dir)
+
+
+def test_train_epochs_1_works_with_the_default_warmup(tiny_data, crops, tmp_path, capsys):
+    cfg = tiny_cfg(tiny_data, crops, tmp_path, "train.epochs=1", "train.scheduler.params.warmup_epochs=1")
+    result = fit(cfg, progress=False)
+    assert "warm-up of 1 epochs does not fit a 1-epoch run: using 0.5" in capsys.readouterr().out
+    assert result.summary["epochs_run"] == 1 and steps(result.run_dir) == [1]
+
+
+def test_a_train_that_cannot_start_leaves_no_run_folder(tiny_data, crops, tmp_path):
+    from maskclf.layout import DataError
+    from maskclf.toolkit.runs_table import runs_table
+
+    cfg = tiny_cfg(tiny_data, crops, tmp_path / "runs", f"data.root={tmp_path / 'missing'}")
+    with pytest.raises(DataError, match="data folder not found"):
+        fit(cfg, progress=False)
+    assert not (tmp_path / "runs" / "exp").exists()
+    assert runs_table(tmp_path / "runs")[0] == []
+
+
+def test_resume_works_from_another_directory_and_after_the_data_moved(tiny_data, crops, tmp_path, kill_at,
+                                                                      monkeypatch, capsys):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    (tmp_path / "start").mkdir()
+    monkeypatch.chdir(tmp_path / "start")
+    cfg = tiny_cfg("../data", crops, "runs", "train.epochs=3")  # relative paths, as typed on a command line
+    with pytest.raises(kill_at.Killed):
+        fit(cfg, progress=False, on_epoch=kill_at("main", 0))
+    run = tmp_path / "start" / "runs" / "exp"
+    saved_wall = load_checkpoint(run / "last.pt")["wall_seconds"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    shutil.move(data, tmp_path / "moved")
+    with pytest.raises(FileNotFoundError, match=r"not found; if the data moved, give its new place: "
+                                                r"maskclf train --resume .* NEW_DATA_DIR"):
+        fit(None, resume=run, progress=False)
+    capsys.readouterr()
+    resumed = fit(None, resume=run, progress=False, data_root=tmp_path / "moved")
+    assert f"resuming {run} from epoch 2" in capsys.readouterr().out
+    assert steps(run) == [1, 2, 3]
+    assert saved_wall > 0 and resumed.summary["wall_seconds"] > saved_wall  # both sessions counted

@@ -19,10 +19,10 @@ from maskclf.data.scan import scan_eval
 from maskclf.layout import Record
 from maskclf.inference.forward import predict_outputs
 from maskclf.inference.grouping import check_weighting, group_probs, person_groups
-from maskclf.labels import AgeBounds, NUM_CLASSES, combine_probs
+from maskclf.labels import AgeBounds, NUM_CLASSES
 from maskclf.models.network import build_model
 from maskclf.utils.runtime import resolve_device
-from maskclf.models.heads import HeadSpec, attribute_probs, probs18
+from maskclf.models.heads import HeadSpec, member_probs, to_probs18
 from maskclf.data.transforms import tta_views
 
 
@@ -86,20 +86,18 @@ def _model_probs(loaded: LoadedModel, images: np.ndarray, device: torch.device, 
                  progress: bool) -> np.ndarray:
     data = to_cropset(images, [Record(path=Path(), key=str(i)) for i in range(len(images))])
     size = loaded.cfg.train.input_size
+    amp = loaded.cfg.train.amp and device.type == "cuda"  # the setting validation used at train time
     attrs: dict[str, np.ndarray] = {}
     for name, (model, spec) in loaded.members.items():
         views = tta_views(tta, size, loaded.mean, loaded.std)
         acc: dict[str, np.ndarray] = {}
         for i, view in enumerate(views):
-            out = predict_outputs(model, data, view, device, batch_size,
+            out = predict_outputs(model, data, view, device, batch_size, amp=amp,
                                   desc=f"predict {name} view {i + 1}/{len(views)}", progress=progress)
-            parts = {"cls": probs18(out, spec)} if name == "main" else attribute_probs(out, spec)
-            for k, v in parts.items():
+            for k, v in member_probs(out, spec, name).items():
                 acc[k] = acc.get(k, 0) + v.numpy() / len(views)
-        if name == "main":
-            return acc["cls"]
         attrs.update(acc)
-    return combine_probs(attrs["mask"], attrs["gender"], attrs["age"])
+    return to_probs18(attrs)
 
 
 def resolve_eval_root(path: Path) -> tuple[Path, Path]:

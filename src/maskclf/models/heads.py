@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from maskclf.labels import HEADS, NUM_CLASSES, AgeBounds, decode
+from maskclf.labels import HEADS, NUM_CLASSES, AgeBounds, combine_probs, decode, split_probs
 
 HEAD_LAYOUTS = ("single", "multihead", "separate")
 AGE_MODES = ("classes", "bins", "regression")
@@ -125,8 +125,7 @@ def age_probs(logits: torch.Tensor, spec: HeadSpec) -> torch.Tensor:
 def attribute_probs(outputs: dict[str, torch.Tensor], spec: HeadSpec) -> dict[str, torch.Tensor]:
     """Per-attribute probabilities from whichever heads a model has (a `cls` head is marginalised)."""
     if "cls" in outputs:
-        p = outputs["cls"].float().softmax(dim=-1).reshape(-1, 3, 2, 3)
-        return {"mask": p.sum(dim=(2, 3)), "gender": p.sum(dim=(1, 3)), "age": p.sum(dim=(1, 2))}
+        return split_probs(outputs["cls"].float().softmax(dim=-1))
     out = {k: outputs[k].float().softmax(dim=-1) for k in ("mask", "gender") if k in outputs}
     if "age" in outputs:
         out["age"] = age_probs(outputs["age"], spec)
@@ -141,8 +140,22 @@ def probs18(outputs: dict[str, torch.Tensor], spec: HeadSpec) -> torch.Tensor:
     missing = [k for k in HEADS if k not in p]
     if missing:
         raise ValueError(f"probs18 needs mask, gender and age heads; missing {missing} (combine separate models)")
-    joint = p["mask"][:, :, None, None] * p["gender"][:, None, :, None] * p["age"][:, None, None, :]
-    return joint.reshape(-1, NUM_CLASSES)
+    return combine_probs(p["mask"], p["gender"], p["age"])
+
+
+def member_probs(outputs: dict[str, torch.Tensor], spec: HeadSpec, member: str) -> dict[str, torch.Tensor]:
+    """A member's probabilities: {"cls": (N, 18)} for a "main" model, its attribute's (N, k) for a separate one."""
+    return {"cls": probs18(outputs, spec)} if member == "main" else attribute_probs(outputs, spec)
+
+
+def to_probs18(parts: dict) -> np.ndarray:
+    """(N, 18) probabilities from `member_probs` parts: a main model's own, or the separate models' product."""
+    if "cls" in parts:
+        return np.asarray(parts["cls"])
+    missing = [k for k in HEADS if k not in parts]
+    if missing:
+        raise ValueError(f"the separate layout needs mask, gender and age models; missing {missing}")
+    return combine_probs(*(np.asarray(parts[k]) for k in HEADS))
 
 
 def class_counts(labels18, ages, spec: HeadSpec) -> dict[str, np.ndarray]:

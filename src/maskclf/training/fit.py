@@ -1,4 +1,8 @@
-"""`fit(cfg)`: dataset folder -> trained model(s), checkpoints, metrics and a summary in a run folder."""
+"""`fit(cfg)`: dataset folder -> trained model(s), checkpoints, metrics and a summary in a run folder.
+
+`fit` is the one place that reads the config: it builds every member's parts (training.build) and hands the
+built objects to the epoch loop (training.member).
+"""
 
 from __future__ import annotations
 
@@ -11,24 +15,29 @@ from pathlib import Path
 import numpy as np
 
 from maskclf import __version__
-from maskclf.inference.calibrate import search_offsets
-from maskclf.utils.checkpoint import load_checkpoint, remove_partial_saves, save_checkpoint
 from maskclf.config import Config
 from maskclf.data.crops import crops_for, load_split
-from maskclf.training.member import Member, combined_val_probs, member_plan, train_member, write_final_figures
-from maskclf.training.snapshot import checkpoint_payload
+from maskclf.data.loader import CropSet
+from maskclf.data.train_data import TrainData, bounds_of, load_train
+from maskclf.inference.calibrate import search_offsets
 from maskclf.metrics import score_probs
+from maskclf.models.heads import HeadSpec, head_spec
 from maskclf.models.pretrained import check_pretrained
-from maskclf.data.train_data import bounds_of, load_train
-from maskclf.utils.rundir import git_commit, load_run_config, new_run_dir, save_config, write_summary
-from maskclf.utils.runtime import barrier, broadcast, init_distributed, resolve_device, seed_everything
-from maskclf.models.heads import head_spec
+from maskclf.training.build import build_member, fitted_schedule, loop_plan, member_plan
+from maskclf.training.member import MemberParts, RunContext, combined_val_probs, train_member, write_final_figures
+from maskclf.training.snapshot import checkpoint_payload
+from maskclf.training.state import MemberState, RunProgress, load_last, restore_training
+from maskclf.utils.checkpoint import remove_partial_saves, save_checkpoint
 from maskclf.utils.formats import VAL_PROBS, write_oof
-from maskclf.utils.tracking import NullTracker, Tracker
+from maskclf.utils.rundir import git_commit, load_run_config, new_run_dir, save_config, write_summary
+from maskclf.utils.runtime import Dist, barrier, broadcast, init_distributed, resolve_device, seed_everything
+from maskclf.utils.tracking import NullTracker, Tracker, repair_log
 
 
 @dataclass
 class FitResult:
+    """What a training run produced: its folder, best score and epoch, summary and checkpoint."""
+
     run_dir: Path
     best_f1: float
     best_epoch: int
@@ -38,73 +47,168 @@ class FitResult:
     val_keys: list[str] = field(repr=False, default_factory=list)
 
 
-def fit(cfg: Config, resume: Path | None = None, progress: bool = True, run_dir: Path | None = None,
-        on_epoch=None, clock=time.monotonic) -> FitResult:
-    """Train as `cfg` says; with `resume`, continue that run from its last checkpoint.
+@dataclass
+class _Session:
+    """One call of fit: the run, its device and ranks, the data and what it is resumed from."""
+
+    cfg: Config
+    run_dir: Path
+    device: object
+    dist: Dist
+    show: bool
+    data: TrainData
+    sets: tuple[CropSet, CropSet]
+    skipped: dict
+    progress: RunProgress
+    began: float = field(default_factory=time.time)
+    earlier: float = 0.0  # wall seconds of the run's earlier sessions (from last.pt)
+
+    def wall(self) -> float:
+        """Wall seconds of the whole run: earlier sessions plus this one."""
+        return self.earlier + time.time() - self.began
+
+
+def fit(cfg: Config | None, resume: Path | None = None, progress: bool = True, run_dir: Path | None = None,
+        on_epoch=None, clock=time.monotonic, data_root: Path | None = None) -> FitResult:
+    """Train as `cfg` says; with `resume`, continue that run from its last checkpoint (`data_root`: data moved).
 
     `on_epoch(member, epoch, val_score)` is called after every validation (e.g. to prune a tuning trial).
     `clock()` times the first epoch for train.fit_budget.
     """
-    if resume is not None:
-        cfg = load_run_config(Path(resume))
+    began = time.time()
+    cfg = resumed_config(Path(resume), data_root) if resume is not None else absolute_paths(cfg)
     check_pretrained(cfg.model.backbone, cfg.model.pretrained)  # before minutes of data loading and face crops
     device = resolve_device(cfg.train.device)
     dist = init_distributed(device)  # under torchrun: rank 0 writes, every rank trains its share
-    progress = progress and dist.main
-    if resume is not None:
-        run_dir = Path(resume)
-        if dist.main:
-            remove_partial_saves(run_dir)
-    elif run_dir is None:
-        run_dir = broadcast(new_run_dir(cfg.run.out_dir, cfg.run.name) if dist.main else None, dist)
-    else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    if dist.main:
-        save_config(run_dir, cfg)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
-    bounds = bounds_of(cfg.data)
-    started = time.time()
-
-    data = load_train(cfg.data)
-    split = load_split(cfg.data, data.records, run_dir if dist.main else None)
-    barrier(dist)
-    if not dist.main:
-        split = load_split(cfg.data, data.records, run_dir)  # rank 0's saved split, never a recomputed one
-    train_set, val_set, skipped = crops_for(cfg, data, split, progress=progress)
-    spec = head_spec(cfg.model.head, cfg.model.age, bounds, cfg.model.age_bin_width)
-    # Finished members are recorded here too, so a later last.pt still names them as done.
-    state = (_resume_state(run_dir) if resume is not None else None) or {}
-    tracker = Tracker(run_dir, cfg.run.tensorboard, cfg.run.wandb, cfg.to_dict()) if dist.main else NullTracker()
-    members: dict[str, Member] = {}
-    try:
-        for member_spec in member_plan(spec, cfg.model.head):
-            members[member_spec.name] = train_member(
-                cfg, member_spec, train_set, val_set, device, run_dir, tracker, state, progress=progress,
-                on_epoch=on_epoch, dist=dist, clock=clock)
-    finally:
-        tracker.close()
-    result = _finish(cfg, run_dir, spec, members, (train_set, val_set), device, started, skipped, data, progress,
-                     write=dist.main)
+    s = _open(cfg, Path(resume) if resume is not None else run_dir, resume is not None, device, dist,
+              progress and dist.main)
+    s.began = began
+    spec = head_spec(cfg.model.head, cfg.model.age, bounds_of(cfg.data), cfg.model.age_bin_width)
+    members = _train_all(s, spec, on_epoch, clock)
+    result = _finish(s, spec, members)
     barrier(dist)
     return result
 
 
-def _resume_state(run_dir: Path) -> dict | None:
-    last = run_dir / "last.pt"
-    if not last.is_file():
-        return None
-    return load_checkpoint(last)
+def absolute_paths(cfg: Config) -> Config:
+    """`cfg` with its data, extra and cache paths absolute, so a run resumes from any directory."""
+    d = cfg.data
+    update = {"root": d.root.resolve() if d.root else None, "extra": [Path(p).resolve() for p in d.extra],
+              "cache_dir": d.cache_dir.resolve() if d.cache_dir else None}
+    return cfg.model_copy(update={"data": d.model_copy(update=update)})
 
 
-def _finish(cfg, run_dir, spec, members, sets, device, started, skipped, data, progress, write=True):
-    train_set, val_set = sets
-    bounds = bounds_of(cfg.data)
-    probs = combined_val_probs(members, spec, val_set, device, progress=progress)
-    report = score_probs(val_set.labels, probs, bounds)
-    payload = checkpoint_payload(cfg, spec, {n: m.best_state for n, m in members.items()},
-                                 {n: m.spec.spec.heads for n, m in members.items()},
-                                 next(iter(members.values())).model.data_config)
-    best_epoch = max(m.best_epoch for m in members.values())
+def resumed_config(run_dir: Path, data_root: Path | None) -> Config:
+    """A run's saved config, pointed at `data_root` when the data moved; says how to fix a missing data folder."""
+    cfg = load_run_config(run_dir)
+    if data_root is not None:
+        cfg.data.root = Path(data_root).resolve()
+    elif cfg.data.root is not None and not Path(cfg.data.root).exists():
+        raise FileNotFoundError(f"data folder {cfg.data.root} (from {run_dir / 'config.yaml'}) not found; if the "
+                                f"data moved, give its new place: maskclf train --resume {run_dir} NEW_DATA_DIR")
+    return cfg
+
+
+def _open(cfg: Config, run_dir: Path | None, resuming: bool, device, dist: Dist, show: bool) -> _Session:
+    """Read the data and crops, then create (or reopen) the run folder: a run that cannot start leaves none."""
+    data = load_train(cfg.data)
+    split = load_split(cfg.data, data.records, run_dir if resuming else None)
+    if dist.main:
+        sets, skipped = _crops(cfg, data, split, show)
+        run_dir = _run_folder(cfg, run_dir, resuming)
+        if not resuming:
+            split.save(run_dir / "split.json")
+    run_dir = broadcast(run_dir, dist)
+    barrier(dist)
+    if not dist.main:
+        split = load_split(cfg.data, data.records, run_dir)  # rank 0's saved split, never a recomputed one
+        sets, skipped = _crops(cfg, data, split, show)
+    progress = RunProgress()
+    if resuming and (run_dir / "last.pt").is_file():
+        progress = load_last(run_dir / "last.pt")
+        if dist.main:
+            repair_log(run_dir, progress.log_row)  # metrics.jsonl ends at the epoch last.pt holds
+    return _Session(cfg, run_dir, device, dist, show, data, sets, skipped, progress, earlier=progress.wall_seconds)
+
+
+def _crops(cfg: Config, data: TrainData, split, show: bool) -> tuple[tuple[CropSet, CropSet], dict]:
+    train_set, val_set, skipped = crops_for(cfg, data, split, progress=show)
+    return (train_set, val_set), skipped
+
+
+def _run_folder(cfg: Config, run_dir: Path | None, resuming: bool) -> Path:
+    """The run folder with the resolved config in it: a new `exp<N>`, the given folder, or the resumed one."""
+    if resuming:
+        remove_partial_saves(run_dir)
+    elif run_dir is None:
+        run_dir = new_run_dir(cfg.run.out_dir, cfg.run.name)
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(run_dir, cfg)
+    return run_dir
+
+
+def _train_all(s: _Session, spec: HeadSpec, on_epoch, clock) -> dict[str, tuple[MemberParts, MemberState]]:
+    """Build and train every member in turn; finished ones (from last.pt) are restored, not retrained."""
+    cfg = s.cfg
+    plan = loop_plan(cfg)
+    tracker = Tracker(s.run_dir, cfg.run.tensorboard, cfg.run.wandb, cfg.to_dict()) if s.dist.main else NullTracker()
+    run = RunContext(s.run_dir, s.device, tracker, s.progress, lambda m: _describe(cfg, m), s.wall, s.dist, s.show,
+                     on_epoch, clock)
+    _announce(s, cfg, member_plan(spec, cfg.model.head))
+    members = {}
+    try:
+        for ms in member_plan(spec, cfg.model.head):
+            m = build_member(cfg, ms, s.sets[0], s.device, s.dist)
+            state = s.progress.state_for(ms.name)
+            if ms.name in s.progress.done:
+                m.model.load_state_dict(state.best_state)
+            else:
+                if state is not None:
+                    m.model.load_state_dict(s.progress.weights)
+                    restore_training(m.step, s.progress.training)
+                state = train_member(m, s.sets, plan, state or MemberState(), run)
+            members[ms.name] = (m, state)
+    finally:
+        tracker.close()
+    return members
+
+
+def _announce(s: _Session, cfg: Config, plan) -> None:
+    """Print what is about to happen when it is not a plain fresh run: a resume point, a shortened warm-up."""
+    if not s.dist.main:
+        return
+    fitted = fitted_schedule(cfg.train)
+    if fitted is not cfg.train.scheduler:
+        print(f"warm-up of {cfg.train.scheduler.params['warmup_epochs']:g} epochs does not fit a "
+              f"{cfg.train.epochs}-epoch run: using {fitted.params['warmup_epochs']:g}")
+    p = s.progress
+    todo = [ms.name for ms in plan if ms.name not in p.done]
+    if p.member is not None:
+        where = "" if p.member == "main" else f" of the {p.member} model"
+        print(f"resuming {s.run_dir} from epoch {p.epoch + 2}{where}", flush=True)
+    elif p.done:
+        print(f"resuming {s.run_dir}: " + (f"starting the {todo[0]} model" if todo else "training had finished"),
+              flush=True)
+
+
+def _describe(cfg: Config, m: MemberParts) -> dict:
+    """The self-describing part of last.pt for one member: its current weights and heads."""
+    return checkpoint_payload(cfg, m.spec.spec, {m.spec.name: m.model.state_dict()},
+                              {m.spec.name: m.spec.spec.heads}, m.model.data_config)
+
+
+def _finish(s: _Session, spec: HeadSpec, members: dict[str, tuple[MemberParts, MemberState]]) -> FitResult:
+    """Score the best weights on validation, write best.pt, the report, the summary and val_probs.csv."""
+    cfg, run_dir, (train_set, val_set) = s.cfg, s.run_dir, s.sets
+    probs = combined_val_probs({n: m for n, (m, _) in members.items()}, val_set, s.device, progress=s.show)
+    report = score_probs(val_set.labels, probs, bounds_of(cfg.data))
+    states = {n: st for n, (_, st) in members.items()}
+    best_epoch = max(st.best_epoch for st in states.values())
+    payload = checkpoint_payload(cfg, spec, {n: st.best_state for n, st in states.items()},
+                                 {n: m.spec.spec.heads for n, (m, _) in members.items()},
+                                 next(iter(members.values()))[0].model.data_config)
     payload.update(epoch=best_epoch, score=report["f1"])
     calibration = None
     if cfg.train.calibrate:
@@ -113,33 +217,38 @@ def _finish(cfg, run_dir, spec, members, sets, device, started, skipped, data, p
         calibration = {"val_f1_before": report["f1"], "val_f1_after": cal.f1_after, "age_offsets": cal.age,
                        "gender_offsets": cal.gender,
                        "note": "val_f1_after is tuned on this validation set, so it is optimistic"}
-    if write:
+    summary = _summary(s, states, report, calibration, best_epoch)
+    if s.dist.main:
         save_checkpoint(run_dir / "best.pt", payload)
         write_final_figures(run_dir, report)
-    images = sum(m.images_trained for m in members.values())
-    train_seconds = sum(m.train_seconds for m in members.values())
-    summary = {
-        "name": run_dir.name, "run_dir": str(run_dir), "version": __version__, "git_commit": git_commit(),
-        "backbone": cfg.model.backbone, "head": cfg.model.head, "age": cfg.model.age,
-        "best_epoch": best_epoch, "epochs_run": max(m.epochs_run for m in members.values()),
-        "epochs_planned": max(m.epochs_planned or cfg.train.epochs for m in members.values()),
-        "val_f1": report["f1"], "val_accuracy": report["accuracy"], "calibration": calibration,
-        "val_attributes": {k: {"accuracy": v["accuracy"], "f1": v["f1"]} for k, v in report["attributes"].items()},
-        "members": {n: {"best_epoch": m.best_epoch, "best_score": m.best_score, "stopped": m.stop_reason,
-                        "epochs_planned": m.epochs_planned or cfg.train.epochs} for n, m in members.items()},
-        "wall_seconds": time.time() - started, "train_seconds": train_seconds,
-        "images_per_s": images / max(train_seconds, 1e-9), "device": str(device),
-        "world_size": int(os.environ.get("WORLD_SIZE", 1)),
-        "train_images": len(train_set), "val_images": len(val_set),
-        "skipped_images": skipped, "label_fixes": data.fixes, "techniques": techniques(cfg),
-        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }
-    if write:
         write_summary(run_dir, summary)
         (run_dir / "val_report.json").write_text(json.dumps(report, indent=1))
-        by_key = {r.key: r for r in data.records}
+        by_key = {r.key: r for r in s.data.records}
         write_oof(run_dir / VAL_PROBS, [by_key[k] for k in val_set.keys], probs)
     return FitResult(run_dir, report["f1"], best_epoch, summary, run_dir / "best.pt", probs, val_set.keys)
+
+
+def _summary(s: _Session, states: dict[str, MemberState], report: dict, calibration, best_epoch: int) -> dict:
+    """summary.json: what ran, how well, how long (wall time over every session of the run)."""
+    cfg, (train_set, val_set) = s.cfg, s.sets
+    images = sum(st.images_trained for st in states.values())
+    train_seconds = sum(st.train_seconds for st in states.values())
+    return {
+        "name": s.run_dir.name, "run_dir": str(s.run_dir), "version": __version__, "git_commit": git_commit(),
+        "backbone": cfg.model.backbone, "head": cfg.model.head, "age": cfg.model.age,
+        "best_epoch": best_epoch, "epochs_run": max(st.epochs_run for st in states.values()),
+        "epochs_planned": max(st.epochs_planned or cfg.train.epochs for st in states.values()),
+        "val_f1": report["f1"], "val_accuracy": report["accuracy"], "calibration": calibration,
+        "val_attributes": {k: {"accuracy": v["accuracy"], "f1": v["f1"]} for k, v in report["attributes"].items()},
+        "members": {n: {"best_epoch": st.best_epoch, "best_score": st.best_score, "stopped": st.stop_reason,
+                        "epochs_planned": st.epochs_planned or cfg.train.epochs} for n, st in states.items()},
+        "wall_seconds": s.wall(), "train_seconds": train_seconds,
+        "images_per_s": images / max(train_seconds, 1e-9), "device": str(s.device),
+        "world_size": int(os.environ.get("WORLD_SIZE", 1)),
+        "train_images": len(train_set), "val_images": len(val_set),
+        "skipped_images": s.skipped, "label_fixes": s.data.fixes, "techniques": techniques(cfg),
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
 
 
 def techniques(cfg: Config) -> dict:
