@@ -14,7 +14,8 @@ from maskclf.cli.common import add_config_args, config_from, subparser
 def register(sub) -> None:
     p = subparser(sub, "train", "train a model from the face-crop cache into runs/<name>",
                   "maskclf train ../shared/data/utkmask -c configs/multihead.yaml --set train.epochs=5")
-    p.add_argument("data_dir", type=Path, nargs="?", help="competition-layout folder (omit with --resume)")
+    p.add_argument("data_dir", type=Path, nargs="?",
+                   help="competition-layout folder (with --resume: only when the data moved since the run started)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run from its last.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_args(p)
@@ -55,8 +56,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError("give DATA_DIR, or --resume RUN_DIR")
     if args.resume is not None and (args.config or args.overrides):
         raise ValueError("--resume continues a run with its saved config; --config/--set cannot change it")
-    cfg = None if args.resume else config_from(args, data_root=args.data_dir)
-    result = fit(cfg, resume=args.resume, progress=not args.quiet)
+    if args.resume is not None:
+        result = fit(None, resume=args.resume, progress=not args.quiet, data_root=args.data_dir)
+    else:
+        result = fit(config_from(args, data_root=args.data_dir), progress=not args.quiet)
     if int(os.environ.get("RANK", 0)) == 0:  # under torchrun, one summary from rank 0
         print(format_summary(result.summary))
     return 0
