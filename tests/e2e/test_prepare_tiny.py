@@ -3,7 +3,10 @@ import shutil
 import numpy as np
 import pytest
 
+import maskclf.faces.detect as detect
+from maskclf.data.scan import scan_eval
 from maskclf.faces.cache import FaceCache
+from maskclf.faces.detect import Face
 from maskclf.config import PrepareCfg
 from maskclf.layout import DataError
 from maskclf.data.prepare import format_prepare_report, prepare
@@ -73,3 +76,26 @@ def test_prepare_skips_absent_splits_and_rejects_empty_folders(tiny_data, tmp_pa
         prepare(tmp_path / "empty", PrepareCfg(detector="none"), cache_root=tmp_path / "cache", progress=False)
     with pytest.raises(ValueError, match="unknown split"):
         prepare(root, PrepareCfg(detector="none"), splits=("test",), progress=False)
+
+
+def test_prepare_lists_fallback_and_several_face_images_by_name(tiny_data, tmp_path, monkeypatch):
+    class TwoThenNone:
+        calls = 0
+
+        def detect(self, img_rgb):
+            TwoThenNone.calls += 1
+            if TwoThenNone.calls <= 2:
+                return [Face((10.0, 10.0, 90.0, 90.0), 0.9, None), Face((100.0, 20.0, 150.0, 70.0), 0.9, None)]
+            return [] if TwoThenNone.calls <= 5 else [Face((20.0, 20.0, 180.0, 180.0), 0.9, None)]
+
+    monkeypatch.setattr(detect, "detector_for", lambda cfg, device="cpu": TwoThenNone())
+    root = tmp_path / "data"
+    shutil.copytree(tiny_data / "eval", root / "eval")
+    result = prepare(root, PrepareCfg(detector="yuface", size=32), cache_root=tmp_path / "cache", workers=1,
+                     progress=False)
+    order = [r.key for r in scan_eval(root).records]
+    assert result.multiple == {f"eval/images/{k}": 2 for k in order[:2]} and len(result.fallback) == 3
+    report = format_prepare_report(result)
+    assert "several faces (the largest was used), 2 images:" in report
+    assert f"  eval/images/{order[0]} (2 faces)" in report
+    assert "no face found (fallback box used), 3 images:" in report and f"  eval/images/{order[3]}" in report

@@ -11,7 +11,8 @@ from PIL import Image
 from maskclf.faces.cache import CacheError, FaceCache, cache_dir_for, cache_key
 from maskclf.config import PrepareCfg
 from maskclf.layout import Record
-from maskclf.faces.detect import crop_face, load_rgb
+import maskclf.faces.detect as detect
+from maskclf.faces.detect import Face, crop_face, load_rgb
 
 CFG = PrepareCfg(detector="none", size=32, chunk=4)
 
@@ -234,3 +235,32 @@ def test_shortened_shard_is_reported_by_name_and_its_rows_redone(tmp_path):
     got = FaceCache(cache_dir).get([f"img/{i:03d}.jpg" for i in range(10)])
     for crop, r in zip(got, records):
         np.testing.assert_array_equal(crop, _expected(r.path))
+
+
+class _CyclingDetector:
+    """Finds 2, 0, then 1 face(s), in turn, one answer per image."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def detect(self, img_rgb):
+        n = [2, 0, 1][self.calls % 3]
+        self.calls += 1
+        return [Face((2.0 + 8 * i, 2.0, 10.0 + 10 * i, 12.0 + 10 * i), 0.9, None) for i in range(n)]
+
+
+def test_faces_found_are_recorded_per_image(tmp_path, monkeypatch):
+    monkeypatch.setattr(detect, "detector_for", lambda cfg, device="cpu": _CyclingDetector())
+    root = tmp_path / "data"
+    records = _dataset(root, 6)
+    cfg = PrepareCfg(detector="yuface", size=32, chunk=4, pad=0.0)
+    cache = FaceCache(tmp_path / "cache")
+    stats = cache.update(records, root, cfg, workers=1, progress=False)
+    assert stats.fallback == 2
+    statuses = [FaceCache(tmp_path / "cache").face_status(f"img/{i:03d}.jpg") for i in range(6)]
+    assert statuses == ["multiple:2", "fallback", "found"] * 2
+    assert cache.multiple == {"img/000.jpg": 2, "img/003.jpg": 2}
+    monkeypatch.undo()
+    plain = FaceCache(tmp_path / "plain")
+    plain.update(records, root, CFG, workers=1, progress=False)
+    assert plain.face_status("img/000.jpg") == "undetected" and plain.multiple == {}

@@ -1,9 +1,11 @@
+import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from maskclf.config import PrepareCfg
-from maskclf.faces.detect import (DETECTORS, Face, build_detector, crop_face, crop_landmarks, find_face, load_rgb,
-                                  process_image, square_crop)
+from maskclf.faces.detect import (DETECTORS, Face, build_detector, crop_face, crop_landmarks, find_face, find_faces,
+                                  load_rgb, process_image, square_crop)
 
 
 def _normal_image(tiny_data):
@@ -24,7 +26,7 @@ def _check_landmarks(face: Face):
 @pytest.mark.parametrize("name", ["yuface", "mtcnn"])
 def test_detector_finds_face_with_landmarks(tiny_data, name):
     img = _normal_image(tiny_data)
-    face = find_face(build_detector(name), img, pad=60, min_confidence=0.5)
+    face = find_face(build_detector(name), img, pad=0.3, min_confidence=0.5)
     assert face is not None and face.score >= 0.5
     _check_landmarks(face)
     # The face fills most of this 200x200 UTKFace crop.
@@ -32,7 +34,7 @@ def test_detector_finds_face_with_landmarks(tiny_data, name):
 
 
 def test_haar_finds_unmasked_face_without_landmarks(tiny_data):
-    face = find_face(build_detector("haar"), _normal_image(tiny_data), pad=60, min_confidence=0.5)
+    face = find_face(build_detector("haar"), _normal_image(tiny_data), pad=0.3, min_confidence=0.5)
     assert face is not None and face.landmarks is None
 
 
@@ -59,11 +61,11 @@ def test_find_face_undoes_padding_and_picks_largest_confident_face():
     big = Face((15, 15, 45, 45), 0.95, np.full((5, 2), 30.0))
     weak = Face((0, 0, 60, 60), 0.5, None)
     det = _FakeDetector([small, big, weak])
-    face = find_face(det, np.zeros((40, 50, 3), np.uint8), pad=10, min_confidence=0.9)
+    face = find_face(det, np.zeros((40, 50, 3), np.uint8), pad=0.2, min_confidence=0.9)  # 10 px
     assert det.seen == (60, 70, 3)
     assert face.box == (5, 5, 35, 35) and face.score == 0.95
     np.testing.assert_allclose(face.landmarks, 20.0)
-    assert find_face(_FakeDetector([weak]), np.zeros((40, 50, 3), np.uint8), 10, 0.9) is None
+    assert find_face(_FakeDetector([weak]), np.zeros((40, 50, 3), np.uint8), 0.2, 0.9) is None
 
 
 def test_find_face_scales_large_images_back():
@@ -140,3 +142,44 @@ def test_crop_landmarks_land_on_the_same_pixels_in_the_crop(margin, size):
         assert patch.sum() > 0
         assert abs((patch * xs).sum() / patch.sum() - x) < 0.6 and abs((patch * ys).sum() / patch.sum() - y) < 0.6
     assert crop_landmarks(None, cfg) is None and crop_landmarks(Face(face.box, 1.0, None), cfg) is None
+
+
+def test_find_faces_lists_every_confident_face_largest_first():
+    small = Face((12, 12, 20, 20), 0.99, None)
+    big = Face((15, 15, 45, 45), 0.95, None)
+    weak = Face((0, 0, 60, 60), 0.5, None)
+    faces = find_faces(_FakeDetector([small, big, weak]), np.zeros((40, 50, 3), np.uint8), 0.0, 0.9)
+    assert [f.box for f in faces] == [big.box, small.box]
+
+
+def test_padding_scales_with_the_image_and_the_padded_image_fits_the_detector_size():
+    det = _FakeDetector([Face((120, 120, 520, 320), 1.0, None)])
+    face = find_face(det, np.zeros((1000, 2000, 3), np.uint8), pad=0.3, min_confidence=0.5)
+    # 2000 px + 2 x 30 % padding shrunk to 640: scale 0.2, a 400x200 image with 120 px of padding on each side.
+    assert det.seen == (440, 640, 3)
+    np.testing.assert_allclose(face.box, (0, 0, 2000, 1000))
+
+
+def test_tight_face_photos_above_the_detector_size_are_found_as_at_their_own_size(tiny_data):
+    detector = build_detector("yuface")
+    photos = sorted((tiny_data / "train" / "images").glob("*/normal.jpg"))
+    photos += sorted((tiny_data / "train" / "images").glob("*/mask1.jpg"))
+    missed_small = missed_big = 0
+    for path in photos:
+        img = load_rgb(path)  # 200x200, the face fills it
+        big = cv2.resize(img, (1600, 1600), interpolation=cv2.INTER_CUBIC)
+        missed_small += find_face(detector, img, 0.3, 0.5) is None
+        missed_big += find_face(detector, big, 0.3, 0.5) is None
+    assert missed_big <= missed_small <= 2
+
+
+def test_process_image_counts_the_faces_found(tmp_path):
+    path = tmp_path / "img.png"
+    Image.new("RGB", (50, 40)).save(path)
+    cfg = PrepareCfg(detector="yuface", pad=0.0)
+    two = process_image(path, _FakeDetector([Face((1, 1, 9, 9), 0.9, None), Face((20, 5, 40, 35), 0.9, None)]), cfg)
+    assert (two.faces, two.fallback, two.face.box) == (2, False, (20, 5, 40, 35))
+    none = process_image(path, _FakeDetector([]), cfg)
+    assert (none.faces, none.fallback) == (0, True)
+    undetected = process_image(path, None, PrepareCfg(detector="none"))
+    assert (undetected.faces, undetected.fallback) == (None, False)

@@ -21,6 +21,7 @@ class PrepareResult:
     stats: UpdateStats
     problems: list[Problem] = field(default_factory=list)  # scan problems, then unreadable images
     fallback: list[str] = field(default_factory=list)  # keys cropped with the fallback box
+    multiple: dict[str, int] = field(default_factory=dict)  # key -> faces found, where several were (largest used)
 
 
 def _split_present(root: Path, split: str) -> bool:
@@ -58,7 +59,17 @@ def prepare(root: Path, cfg: PrepareCfg, cache_root: Path | None = None, splits:
     # Failure messages start with the file's path; the Problem carries it separately.
     problems += [Problem(paths[k], failed[k].removeprefix(f"{paths[k]}: ")) for k in sorted(paths) if k in failed]
     fallback = sorted(set(paths) & cache.fallback)
-    return PrepareResult(root, cache.dir, {s: len(r) for s, r in by_split.items()}, stats, problems, fallback)
+    multiple = {k: n for k, n in sorted(cache.multiple.items()) if k in paths}
+    return PrepareResult(root, cache.dir, {s: len(r) for s, r in by_split.items()}, stats, problems, fallback,
+                         multiple)
+
+
+def _listed(title: str, lines: list[str], limit: int) -> list[str]:
+    """A titled, indented list of at most `limit` lines, saying how many more there are."""
+    if not lines:
+        return []
+    more = [f"  ... and {len(lines) - limit} more"] if len(lines) > limit else []
+    return [f"{title}, {len(lines)} images:"] + [f"  {line}" for line in lines[:limit]] + more
 
 
 def format_prepare_report(result: PrepareResult, max_problems: int = 20) -> str:
@@ -75,6 +86,9 @@ def format_prepare_report(result: PrepareResult, max_problems: int = 20) -> str:
         f"time:    {s.seconds:.1f} s, {s.images_per_s:.1f} images/s processed",
     ]
     lines += [f"repaired: {message} (its crops were made again)" for message in s.repaired]
+    lines += _listed("no face found (fallback box used)", result.fallback, max_problems)
+    lines += _listed("several faces (the largest was used)", [f"{k} ({n} faces)" for k, n in result.multiple.items()],
+                     max_problems)
     if result.problems:
         lines.append(f"problems ({len(result.problems)}):")
         lines += [f"  {p}" for p in result.problems[:max_problems]]

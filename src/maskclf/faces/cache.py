@@ -2,7 +2,7 @@
 
 Layout of a cache folder: `shard-NNNNN.npy` files (N x S x S x 3 uint8) and `index.json`, which maps each
 image key (path relative to the dataset root) to its shard row, the file's (size, mtime_ns) stamp, the
-detected face and whether the fallback box was used. A shard is written to a temporary name and renamed,
+detected face, how many confident faces were found and whether the fallback box was used. A shard is written to a temporary name and renamed,
 then the index is replaced atomically, so a killed update leaves the previous consistent state; shard
 files the index does not name are leftovers of such a kill and are deleted by the next update.
 """
@@ -28,7 +28,7 @@ from maskclf.config import PrepareCfg
 from maskclf.layout import Record
 from maskclf.faces.detect import Face, FaceCrop, crop_images, crop_landmarks, default_workers
 
-FORMAT = 1
+FORMAT = 2
 INDEX = "index.json"
 REBUILD = "run `maskclf prepare` on its dataset to rebuild it"
 
@@ -152,6 +152,18 @@ class FaceCache:
     @property
     def fallback(self) -> set[str]:
         return {k for k, e in self._index["entries"].items() if e["fallback"]}
+
+    @property
+    def multiple(self) -> dict[str, int]:
+        """Key -> face count for images where the detector found several faces (the largest was cropped)."""
+        return {k: e["faces"] for k, e in self._index["entries"].items() if (e["faces"] or 0) > 1}
+
+    def face_status(self, key: str) -> str:
+        """How the crop's face was chosen: found, multiple:N (largest used), fallback (none found), undetected."""
+        n = self._entry(key)["faces"]
+        if n is None:
+            return "undetected"
+        return "fallback" if n == 0 else "found" if n == 1 else f"multiple:{n}"
 
     def keys(self) -> list[str]:
         return list(self._index["entries"])
@@ -315,7 +327,8 @@ class FaceCache:
             if r.error is not None:
                 failed[key] = {"stamp": stamp, "message": r.error}
                 continue
-            entries[key] = {"shard": name, "row": row, "stamp": stamp, "fallback": r.fallback, "face": _face_json(r.face)}
+            entries[key] = {"shard": name, "row": row, "stamp": stamp, "fallback": r.fallback, "faces": r.faces,
+                            "face": _face_json(r.face)}
             row += 1
         self._write_index()
 

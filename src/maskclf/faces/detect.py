@@ -145,19 +145,27 @@ def build_detector(name: str, device: str = "cpu") -> Detector:
     return DETECTORS[name](device=device)
 
 
-def find_face(detector: Detector, img_rgb: np.ndarray, pad: int, min_confidence: float) -> Face | None:
-    """The largest face scoring >= min_confidence, in `img_rgb` coordinates, or None."""
+def find_faces(detector: Detector, img_rgb: np.ndarray, pad: float, min_confidence: float) -> list[Face]:
+    """Every face scoring >= min_confidence, largest first, in `img_rgb` coordinates.
+
+    `pad` is edge-replicate padding as a fraction of the longest side: it lets detectors find faces that fill a
+    tightly cropped photo. Padding counts towards DETECT_MAX_SIDE, so a large photo is shrunk with its padding
+    and keeps the same proportion of it as a small one.
+    """
     h, w = img_rgb.shape[:2]
-    scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
+    scale = min(1.0, DETECT_MAX_SIDE / (max(h, w) * (1.0 + 2.0 * pad)))
     small = img_rgb if scale == 1.0 else cv2.resize(img_rgb, (round(w * scale), round(h * scale)),
                                                     interpolation=cv2.INTER_AREA)
-    # Edge-replicate padding lets detectors find faces that fill a tightly cropped photo.
-    padded = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_REPLICATE) if pad else small
+    px = round(pad * max(small.shape[:2]))
+    padded = cv2.copyMakeBorder(small, px, px, px, px, cv2.BORDER_REPLICATE) if px else small
     faces = [f for f in detector.detect(padded) if f.score >= min_confidence and f.area > 0]
-    if not faces:
-        return None
-    best = max(faces, key=lambda f: f.area)
-    return best.moved(1.0, pad).moved(1.0 / scale, 0.0)
+    return [f.moved(1.0, px).moved(1.0 / scale, 0.0) for f in sorted(faces, key=lambda f: -f.area)]
+
+
+def find_face(detector: Detector, img_rgb: np.ndarray, pad: float, min_confidence: float) -> Face | None:
+    """The largest face find_faces finds, or None."""
+    faces = find_faces(detector, img_rgb, pad, min_confidence)
+    return faces[0] if faces else None
 
 
 class ImageRefused(ValueError):
@@ -247,6 +255,7 @@ class FaceCrop:
     face: Face | None
     fallback: bool
     error: str | None
+    faces: int | None = None  # confident faces found (the largest is used); None when no detector ran
 
 
 def process_image(path: Path, detector: Detector | None, cfg: PrepareCfg) -> FaceCrop:
@@ -258,12 +267,13 @@ def process_image(path: Path, detector: Detector | None, cfg: PrepareCfg) -> Fac
     except Exception as exc:  # any decoder error: one bad file must not stop the run
         return FaceCrop(None, None, False, f"{path}: cannot read image ({type(exc).__name__}: {exc})")
     try:
-        face = find_face(detector, img, cfg.pad, cfg.min_confidence) if detector else None
+        faces = find_faces(detector, img, cfg.pad, cfg.min_confidence) if detector else None
     except Exception as exc:
         return FaceCrop(None, None, False, f"{path}: face detection failed ({type(exc).__name__}: {exc})")
+    face = faces[0] if faces else None
     crop, fallback = crop_face(img, face, cfg)
     # Without a detector every image gets the fixed box by design; that is not a fallback.
-    return FaceCrop(crop, face, fallback and detector is not None, None)
+    return FaceCrop(crop, face, fallback and detector is not None, None, None if faces is None else len(faces))
 
 
 def detector_for(cfg: PrepareCfg, device: str = "cpu") -> Detector | None:

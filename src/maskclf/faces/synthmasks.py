@@ -21,7 +21,7 @@ from maskclf.faces.maskdraw import draw_mask, random_style
 
 RACES = ("White", "Black", "Asian", "Indian", "Others")
 UTKFACE_NAME = re.compile(r"^(\d+)_([01])_([0-4])_\d+")  # age_gender_race_date...
-DETECT_PAD = 60  # edge-replicate padding: UTKFace crops are too tight for detectors otherwise
+DETECT_PAD = 0.3  # edge-replicate padding (of the longest side): UTKFace crops are too tight for detectors otherwise
 MIN_CONFIDENCE = 0.9
 ID_PREFIX = "x"  # competition ids are digits only, so these can never clash with them
 
