@@ -23,6 +23,12 @@ class ConfigError(ValueError):
     """A config file or override that does not fit the schema; the message names the key."""
 
 
+# The config schema saved checkpoints carry. Bump it when a key is renamed or removed (adding keys with defaults
+# needs no bump: older configs still validate), and say what changed in SCHEMA_CHANGES.
+CONFIG_SCHEMA = 1
+SCHEMA_CHANGES: dict[int, str] = {1: "the first numbered schema (checkpoints without a number have it)"}
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -101,6 +107,17 @@ class ModelCfg(_Section):
     freeze: str = "none"  # "none", "all" (backbone), or a backbone stage name to freeze up to (inclusive)
     unfreeze_epoch: int | None = None
     head_weights: dict[str, float] = Field(default_factory=lambda: {"mask": 1.0, "gender": 1.0, "age": 1.0})
+
+    @field_validator("head_weights")
+    @classmethod
+    def _weights(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = sorted(set(v) - {"cls", "mask", "gender", "age"})
+        if bad:
+            raise ValueError(f"unknown head(s) {bad}; valid heads: ['age', 'cls', 'gender', 'mask']")
+        negative = {h: w for h, w in v.items() if w < 0}
+        if negative:
+            raise ValueError(f"weights must be >= 0, got {negative}")
+        return v
 
 
 class AugmentCfg(_Section):
@@ -240,6 +257,21 @@ def validate(tree: dict, source: str = "config") -> Config:
         return Config.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError(_format_error(exc, source)) from None
+
+
+def validate_saved(tree: dict, schema: int | None, source: str) -> Config:
+    """A config saved by some maskclf version: newer schemas are refused, older ones say what changed since."""
+    schema = 1 if schema is None else int(schema)
+    if schema > CONFIG_SCHEMA:
+        raise ConfigError(f"{source}: saved with config schema {schema}, newer than this maskclf's {CONFIG_SCHEMA}; "
+                          "upgrade maskclf to read it")
+    try:
+        return validate(tree, source)
+    except ConfigError as exc:
+        if schema == CONFIG_SCHEMA:
+            raise
+        changes = "; ".join(f"schema {v}: {SCHEMA_CHANGES[v]}" for v in range(schema + 1, CONFIG_SCHEMA + 1))
+        raise ConfigError(f"{exc} (saved with config schema {schema}; changed since: {changes})") from None
 
 
 def load_yaml(path: str | Path) -> dict:

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from maskclf.cli import main
@@ -83,3 +84,27 @@ def test_prepare_names_and_rebuilds_a_torn_cache_index(capsys, tmp_path, tiny_da
     rc, out, _ = run(capsys, *args)
     assert rc == 0 and "56 new" in out
     assert f"repaired: {index}: face cache index is damaged" in out
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.optimizer.params.lrr=0.1", "train.optimizer: optimizer 'adamw': unknown param(s) ['lrr']; valid params: ["),
+    ("train.optimizer.params.lr=fast", "param 'lr' must be a number (default 0.001), got 'fast'"),
+    ("train.optimizer.name=adamx", "unknown optimizer 'adamx'; valid names: ['adam', 'adamp', 'adamw',"),
+    ("train.augment.preset=strng", "train.augment: unknown augment preset 'strng'; valid presets: ["),
+    ("train.augment.params.hflip=0.5", "train.augment:"),
+    ("train.scheduler.params.eta=1", "train.scheduler: scheduler 'cosine': unknown param(s) ['eta']"),
+    ("train.sampler.name=balanced", "train.sampler: unknown sampler 'balanced'; valid names: ["),
+    ("train.loss.params.gama=2", "train.loss / train.head_losses: loss 'ce': unknown param(s) ['gama']"),
+    ("model.head_weights.mask2=1", "'model.head_weights': Value error, unknown head(s) ['mask2']; valid heads: ["),
+])
+def test_config_show_rejects_bad_names_params_and_values(capsys, override, message):
+    rc, out, err = run(capsys, "config", "show", "--set", override)
+    assert rc == 2 and out == ""
+    assert message in err
+
+
+def test_every_command_checks_the_config_before_reading_data(capsys, tmp_path):
+    missing = str(tmp_path / "no-such-data")
+    for argv in (["train", missing], ["prepare", missing], ["check", missing], ["cv", missing]):
+        rc, _, err = run(capsys, *argv, "--set", "train.optimizer.params.lrr=0.1")
+        assert rc == 2 and "unknown param(s) ['lrr']" in err and "no-such-data" not in err, (argv, err)

@@ -124,3 +124,26 @@ def test_checkpoint_without_a_checksum_is_refused(tmp_path):
     path = tmp_path / "best.pt"
     torch.save({"format": FORMAT, "version": __version__, **_payload()}, path)
     assert "no weights checksum" in _error(path)
+
+
+def test_checkpoints_carry_the_config_schema_and_newer_ones_are_refused(tmp_path):
+    import json
+
+    from maskclf.config import CONFIG_SCHEMA, Config, ConfigError
+    from maskclf.models.heads import head_spec
+    from maskclf.training.snapshot import checkpoint_payload
+    from maskclf.utils.checkpoint import checkpoint_config
+
+    cfg = Config()
+    payload = checkpoint_payload(cfg, head_spec("multihead", "classes"), {}, {}, {"mean": [0.5] * 3, "std": [0.5] * 3})
+    assert payload["config_schema"] == CONFIG_SCHEMA
+    assert checkpoint_config(payload, tmp_path / "best.pt") == cfg
+    older = {k: v for k, v in payload.items() if k != "config_schema"}  # saved before the schema was numbered
+    assert checkpoint_config(older, tmp_path / "best.pt") == cfg
+    with pytest.raises(ConfigError, match=rf"saved with config schema {CONFIG_SCHEMA + 1}, newer than this "
+                                          rf"maskclf's {CONFIG_SCHEMA}; upgrade maskclf"):
+        checkpoint_config({**payload, "config_schema": CONFIG_SCHEMA + 1}, tmp_path / "best.pt")
+    renamed = {**payload, "config": json.dumps({"trainer": {}})}
+    with pytest.raises(ConfigError, match=r"unknown key 'trainer'") as info:
+        checkpoint_config(renamed, tmp_path / "best.pt")
+    assert str(tmp_path / "best.pt") in str(info.value)

@@ -17,10 +17,16 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def config_from(args: argparse.Namespace, data_root=None) -> Config:
-    """Defaults <- --config files <- --set overrides; DATA_DIR on the command line sets data.root."""
+    """Defaults <- --config files <- --set overrides; DATA_DIR on the command line sets data.root.
+
+    Every name and param is checked against its builder here, before any command reads data.
+    """
+    from maskclf.training.checks import check_config
+
     cfg = load_config(args.config, args.overrides)
     if data_root is not None:
         cfg.data.root = data_root
+    check_config(cfg)
     return cfg
 
 

@@ -12,8 +12,7 @@ import numpy as np
 import torch
 
 from maskclf.inference.calibrate import apply_offsets
-from maskclf.utils.checkpoint import CheckpointError, config_of, load_checkpoint
-from maskclf.config import validate
+from maskclf.utils.checkpoint import CheckpointError, checkpoint_config, load_checkpoint
 from maskclf.data.crops import cached_crops, to_cropset
 from maskclf.data.scan import scan_eval
 from maskclf.layout import Record
@@ -42,8 +41,8 @@ class LoadedModel:
 
 def load_model(path: Path, device: torch.device) -> LoadedModel:
     ckpt = load_checkpoint(path)
+    cfg = checkpoint_config(ckpt, path)
     try:
-        cfg = validate(config_of(ckpt), f"config inside {path}")
         s = json.loads(ckpt["spec"])
         bounds = AgeBounds(*ckpt["age_bounds"])
         spec = HeadSpec(s["heads"], s["age_mode"], bounds, tuple(s["bin_edges"]))

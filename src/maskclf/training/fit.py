@@ -24,6 +24,7 @@ from maskclf.metrics import score_probs
 from maskclf.models.heads import HeadSpec, head_spec
 from maskclf.models.pretrained import check_pretrained
 from maskclf.training.build import build_member, fitted_schedule, loop_plan, member_plan
+from maskclf.training.checks import check_config
 from maskclf.training.member import MemberParts, RunContext, combined_val_probs, train_member, write_final_figures
 from maskclf.training.snapshot import checkpoint_payload
 from maskclf.training.state import MemberState, RunProgress, load_last, restore_training
@@ -77,6 +78,7 @@ def fit(cfg: Config | None, resume: Path | None = None, progress: bool = True, r
     """
     began = time.time()
     cfg = resumed_config(Path(resume), data_root) if resume is not None else absolute_paths(cfg)
+    check_config(cfg)
     check_pretrained(cfg.model.backbone, cfg.model.pretrained)  # before minutes of data loading and face crops
     device = resolve_device(cfg.train.device)
     dist = init_distributed(device)  # under torchrun: rank 0 writes, every rank trains its share

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
-from maskclf.config import Config
+from maskclf.config import CONFIG_SCHEMA, Config
 from maskclf.data.train_data import bounds_of
 from maskclf.labels import class_names
+
 
 def checkpoint_payload(cfg: Config, spec, states: dict, heads: dict, data_config: dict) -> dict:
     """The self-describing part of a checkpoint: enough to predict from the file alone."""
@@ -15,6 +16,7 @@ def checkpoint_payload(cfg: Config, spec, states: dict, heads: dict, data_config
         "mean": [float(x) for x in data_config["mean"]],
         "std": [float(x) for x in data_config["std"]],
         "config": json.dumps(cfg.to_dict()),
+        "config_schema": CONFIG_SCHEMA,
         "label_map": class_names(bounds),
         "age_bounds": list(cfg.data.age_bounds),
         "spec": json.dumps({"heads": spec.heads, "age_mode": spec.age_mode, "bin_edges": list(spec.bin_edges)}),

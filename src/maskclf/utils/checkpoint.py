@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from maskclf import __version__
+from maskclf.config import Config, validate_saved
 from maskclf.utils.atomic import write_atomic
 
 FORMAT = "maskclf-checkpoint-1"
@@ -82,4 +83,14 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 
 
 def config_of(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The resolved config a checkpoint was trained with, as a plain dict."""
     return json.loads(ckpt["config"])
+
+
+def checkpoint_config(ckpt: dict[str, Any], path: Path) -> Config:
+    """The checkpoint's config, validated against the schema it was saved with (see config.CONFIG_SCHEMA)."""
+    try:
+        tree = config_of(ckpt)
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: checkpoint is missing or has a malformed field (config: {exc})") from None
+    return validate_saved(tree, ckpt.get("config_schema"), f"config inside {path}")

@@ -51,7 +51,20 @@ class Choices:
         unknown = sorted(set(cfg.params) - set(valid))
         if unknown:
             raise ValueError(f"{self.kind} '{cfg.name}': unknown param(s) {unknown}; valid params: {valid}")
+        defaults = self._signature_defaults(cfg.name)
+        for key, value in cfg.params.items():
+            problem = _type_problem(defaults.get(key), value)
+            if problem:
+                raise ValueError(f"{self.kind} '{cfg.name}': param '{key}' must be {problem} "
+                                 f"(default {defaults[key]!r}), got {value!r}")
         return {**self.defaults.get(cfg.name, {}), **cfg.params}
+
+    def _signature_defaults(self, name: str) -> dict[str, Any]:
+        """Default values in the target's signature (they tell a param's type when it has no annotation)."""
+        target = self.signature_of(name) if self.signature_of else self.entry(name)
+        if target is None:
+            return {}
+        return {p.name: p.default for p in inspect.signature(target).parameters.values() if p.default is not p.empty}
 
     def build(self, cfg: NamedCfg, *args, **filled):
         """`factory(*args, **params, **filled)`; a bad value becomes a ValueError naming the params."""
@@ -66,3 +79,14 @@ class Choices:
             raise ValueError(f"{self.kind} '{cfg.name}': invalid params {cfg.params} ({exc}); "
                              f"valid params: {self.valid_params(cfg.name)}") from None
 
+
+
+def _type_problem(default: Any, value: Any) -> str:
+    """What `value` must be for a param whose default is `default` ('' when it fits or the type is open)."""
+    if isinstance(default, bool):
+        return "" if isinstance(value, bool) else "true or false"
+    if isinstance(default, (int, float)):
+        return "" if isinstance(value, (int, float)) and not isinstance(value, bool) else "a number"
+    if isinstance(default, (tuple, list)):
+        return "" if isinstance(value, (tuple, list)) else "a list"
+    return ""
