@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import cv2
 import numpy as np
@@ -145,8 +145,10 @@ def build_detector(name: str, device: str = "cpu") -> Detector:
     return DETECTORS[name](device=device)
 
 
-def find_faces(detector: Detector, img_rgb: np.ndarray, pad: float, min_confidence: float) -> list[Face]:
-    """Every face scoring >= min_confidence, largest first, in `img_rgb` coordinates.
+def find_faces(detector: Detector, img_rgb: np.ndarray, pad: float, min_confidence: float,
+               min_face: float = 0.0) -> list[Face]:
+    """Every face scoring >= min_confidence whose box side is >= min_face pixels, largest first, in `img_rgb`
+    coordinates.
 
     `pad` is edge-replicate padding as a fraction of the longest side: it lets detectors find faces that fill a
     tightly cropped photo. Padding counts towards DETECT_MAX_SIDE, so a large photo is shrunk with its padding
@@ -158,8 +160,10 @@ def find_faces(detector: Detector, img_rgb: np.ndarray, pad: float, min_confiden
                                                     interpolation=cv2.INTER_AREA)
     px = round(pad * max(small.shape[:2]))
     padded = cv2.copyMakeBorder(small, px, px, px, px, cv2.BORDER_REPLICATE) if px else small
-    faces = [f for f in detector.detect(padded) if f.score >= min_confidence and f.area > 0]
-    return [f.moved(1.0, px).moved(1.0 / scale, 0.0) for f in sorted(faces, key=lambda f: -f.area)]
+    faces = [f.moved(1.0, px).moved(1.0 / scale, 0.0) for f in detector.detect(padded)
+             if f.score >= min_confidence and f.area > 0]
+    faces = [f for f in faces if max(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= min_face]
+    return sorted(faces, key=lambda f: -f.area)
 
 
 def find_face(detector: Detector, img_rgb: np.ndarray, pad: float, min_confidence: float) -> Face | None:
@@ -173,21 +177,27 @@ class ImageRefused(ValueError):
 
 
 def _to_rgb(im: Image.Image) -> np.ndarray:
-    """HxWx3 uint8; 16-bit and 32-bit integer grey is scaled down (PIL's convert would clip it to white)."""
+    """HxWx3 uint8: 16-bit and 32-bit integer grey scaled down (PIL's convert would clip it to white), transparency
+    laid over white, CMYK and palettes converted."""
     if im.mode.startswith("I"):  # "I;16", "I;16B", ... and "I" (how PIL holds 16-bit PNG/TIFF grey)
         grey = np.asarray(im, dtype=np.float64) / 257.0
         return np.repeat(np.clip(np.round(grey), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im.convert("RGBA"))
     return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
-def load_rgb(path: Path, max_pixels: int | None = None) -> np.ndarray:
-    """Decode an image file to an HxWx3 uint8 RGB array (EXIF rotation applied); raises on broken files.
+def load_rgb(source: Path | BinaryIO, max_pixels: int | None = None, draft: bool = True) -> np.ndarray:
+    """Decode an image file (path or binary file object) to an HxWx3 uint8 RGB array (EXIF rotation applied);
+    raises on broken files.
 
-    JPEGs decode at reduced size (see DRAFT_SIDE). ImageRefused for images under MIN_SIDE pixels a side or, when
-    `max_pixels` is given, over that many decoded pixels (checked before decoding).
+    With `draft`, JPEGs decode at reduced size (see DRAFT_SIDE); without, at their own size. ImageRefused for
+    images under MIN_SIDE pixels a side or, when `max_pixels` is given, over that many decoded pixels (checked
+    before decoding).
     """
-    with Image.open(path) as im:
-        im.draft(im.mode, (DRAFT_SIDE, DRAFT_SIDE))
+    with Image.open(source) as im:
+        if draft:
+            im.draft(im.mode, (DRAFT_SIDE, DRAFT_SIDE))
         w, h = im.size
         if min(w, h) < MIN_SIDE:
             raise ImageRefused(f"image is too small ({w}x{h}); at least {MIN_SIDE}x{MIN_SIDE} is needed")
