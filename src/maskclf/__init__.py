@@ -4,9 +4,10 @@ The stages, top to bottom; a module imports only from its own stage or the ones 
 (tests/unit/test_architecture.py enforces this):
 
     cli/        argument parsing, then one library call per subcommand
-    toolkit/    workflows: cv, tune, noise, runs table, evaluate, compare, demo
+    toolkit/    workflows: cv, tune, noise, runs table, evaluate, compare, demo, the web app (serve)
     training/   losses, optimisers + schedules, one epoch (engine), one member's loop, fit(cfg)
-    inference/  one forward pass, predict, TTA, calibration, person grouping, ensembles
+    inference/  one forward pass, predict, detect (any photo), ONNX export + runtime, TTA, calibration, grouping,
+                ensembles
     models/     network, head layouts + 18-class decoding, pretrained starts, dlib extractor
     data/       folder scan, label fixes, training records, splits, prepare, crop sets, loader, transforms
     faces/      detectors, face-crop cache, mask drawing, synthetic masked sets, demo faces
@@ -14,4 +15,16 @@ The stages, top to bottom; a module imports only from its own stage or the ones 
     config.py labels.py metrics.py layout.py   the shared vocabulary
 """
 
+import importlib
+
 __version__ = "0.1.0"
+
+# Loaded on first use, so `import maskclf` stays cheap (no torch import).
+_LAZY = {"detect": "maskclf.inference.detect"}
+
+
+def __getattr__(name: str):
+    """`maskclf.detect(model, paths, ...)`: see maskclf.inference.detect.detect."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'maskclf' has no attribute {name!r}")

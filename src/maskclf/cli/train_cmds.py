@@ -23,7 +23,7 @@ def register(sub) -> None:
 
     p = subparser(sub, "predict", "write a submission CSV (+ probabilities) for an eval folder",
                   "maskclf predict runs/exp/best.pt ../shared/data/utkmask/eval --tta hflip")
-    p.add_argument("checkpoint", type=Path, help="a best.pt/last.pt file or a run folder")
+    p.add_argument("checkpoint", type=Path, help="a best.pt/last.pt file, a run folder or an exported .onnx model")
     p.add_argument("eval_dir", type=Path, help="DATA_DIR/eval (with info.csv and images/) or DATA_DIR")
     p.add_argument("--out", "-o", type=Path, help="submission path (default: submission.csv beside the checkpoint)")
     p.add_argument("--tta", default="none", help="test-time augmentation views: none, hflip, crops, hflip_crops")

@@ -18,6 +18,7 @@ from maskclf.data.scan import scan_eval
 from maskclf.layout import Record
 from maskclf.inference.forward import predict_outputs
 from maskclf.inference.grouping import check_weighting, group_probs, person_groups
+from maskclf.inference.onnx_model import OnnxModel, load_onnx
 from maskclf.labels import AgeBounds, NUM_CLASSES
 from maskclf.models.network import build_model
 from maskclf.utils.runtime import resolve_device
@@ -71,13 +72,21 @@ def load_model(path: Path, device: torch.device) -> LoadedModel:
     return LoadedModel(cfg, spec, members, Path(path), mean, std, info, offsets)
 
 
-def predict_probs(loaded: LoadedModel, images: np.ndarray, device: torch.device, tta: str = "none",
+def load_any(path: Path, device: torch.device) -> LoadedModel | OnnxModel:
+    """A `.onnx` file exported by maskclf (run by ONNX Runtime on the CPU), else a torch checkpoint or run folder."""
+    return load_onnx(path) if Path(path).suffix == ".onnx" else load_model(path, device)
+
+
+def predict_probs(loaded: LoadedModel | OnnxModel, images: np.ndarray, device: torch.device, tta: str = "none",
                   batch_size: int = 256, progress: bool = True, calibration: bool = True) -> np.ndarray:
     """(N, 18) class probabilities, averaged over the TTA views, then shifted by the checkpoint's class offsets.
 
     `calibration=False` gives the model's own probabilities (checkpoints without offsets always do).
     """
-    probs = _model_probs(loaded, images, device, tta, batch_size, progress)
+    if isinstance(loaded, OnnxModel):
+        probs = loaded.model_probs(images, tta, batch_size)
+    else:
+        probs = _model_probs(loaded, images, device, tta, batch_size, progress)
     return apply_offsets(probs, loaded.offsets) if calibration else probs
 
 
@@ -126,11 +135,12 @@ def predict(checkpoint: Path, eval_dir: Path, out: Path | None = None, tta: str 
 
     `group_persons=T` groups the eval photos of one person (upper-face similarity >= T, see maskclf.inference.grouping)
     and lets each group agree on gender and age, each photo weighted as `group_weighting` says ("face" or
-    "equal"). `calibration=False` ignores the checkpoint's class offsets.
+    "equal"). `calibration=False` ignores the checkpoint's class offsets. `checkpoint` may also be a `.onnx` file
+    written by `maskclf export`.
     """
     check_weighting(group_weighting)  # before minutes of prediction
     dev = resolve_device(device)
-    loaded = load_model(checkpoint, dev)
+    loaded = load_any(checkpoint, dev)
     root, ev = resolve_eval_root(eval_dir)
     scan = scan_eval(root)
     if scan.fatal:
