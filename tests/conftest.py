@@ -61,7 +61,6 @@ def kill_at():
     return make
 
 
-
 ARTIFACTS = Path(os.environ.get("MASKCLF_ARTIFACTS", REPO / "test-artifacts"))
 BROWSER_WINDOW = (1280, 900)
 
@@ -105,3 +104,43 @@ def full_page_screenshot(driver, path: Path, max_height: int = 16000) -> Path:
 def screenshot():
     """screenshot(driver, path): a full-page PNG of what the browser shows."""
     return full_page_screenshot
+
+
+@pytest.fixture(scope="session")
+def face_model(tiny_data, crops, tmp_path_factory) -> Path:
+    """A 1-epoch tiny checkpoint whose crops come from the default face detector: for detect, export and serve."""
+    from maskclf.config import load_config
+    from maskclf.training.fit import fit
+
+    cfg = load_config([], ["model.backbone=test_resnet", "model.pretrained=", "prepare.size=48", "train.input_size=32",
+                           "train.batch_size=16", "train.device=cpu", "train.scheduler.params.warmup_epochs=0",
+                           "run.tensorboard=false", "train.epochs=1", f"data.root={tiny_data}",
+                           f"data.cache_dir={crops}", f"run.out_dir={tmp_path_factory.mktemp('face-model')}"])
+    return fit(cfg, progress=False).checkpoint
+
+
+@pytest.fixture(scope="session")
+def photos(shared_data, tmp_path_factory) -> dict:
+    """Real photos: two single-face ones from mask-real, both side by side as a two-face photo, and one without a
+    face; plus the width of the left half of the two-face photo."""
+    import numpy as np
+    from PIL import Image
+
+    from maskclf.faces.detect import build_detector, find_faces, load_rgb
+
+    out = tmp_path_factory.mktemp("photos")
+    detector, singles = build_detector("yuface"), []
+    for path in sorted((shared_data / "mask-real" / "normal").glob("chandrikadeb7_*.jpg")):
+        img = load_rgb(path)
+        if min(img.shape[:2]) >= 200 and len(find_faces(detector, img, 60, 0.5)) == 1:
+            singles.append((path, img))
+        if len(singles) == 2:
+            break
+    h = min(img.shape[0] for _, img in singles)
+    halves = [np.asarray(Image.fromarray(img).resize((round(img.shape[1] * h / img.shape[0]), h)))
+              for _, img in singles]
+    Image.fromarray(np.concatenate(halves, axis=1)).save(out / "two.jpg", quality=92)
+    rng = np.random.default_rng(0)
+    wall = np.clip(rng.normal(180, 3, (240, 320, 3)), 0, 255).astype(np.uint8)  # a flat grey wall: no face
+    Image.fromarray(wall).save(out / "none.jpg")
+    return {"one": singles[0][0], "two": out / "two.jpg", "none": out / "none.jpg", "left_width": halves[0].shape[1]}

@@ -118,8 +118,9 @@ def age_probs(logits: torch.Tensor, spec: HeadSpec) -> torch.Tensor:
     p = logits.float().softmax(dim=-1)
     if spec.age_mode == "classes":
         return p
-    groups = spec.bin_groups().to(p.device)
-    return torch.zeros(len(p), 3, device=p.device).index_add_(1, groups, p)
+    # Sum of the bin probabilities of each group, as a product with the (bins, 3) membership matrix: this form
+    # also traces into an ONNX graph with a dynamic batch axis.
+    return p @ F.one_hot(spec.bin_groups().to(p.device), 3).to(p.dtype)
 
 
 def attribute_probs(outputs: dict[str, torch.Tensor], spec: HeadSpec) -> dict[str, torch.Tensor]:
