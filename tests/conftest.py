@@ -126,13 +126,14 @@ def photos(shared_data, tmp_path_factory) -> dict:
     import numpy as np
     from PIL import Image
 
+    from maskclf.config import PrepareCfg
     from maskclf.faces.detect import build_detector, find_faces, load_rgb
 
-    out = tmp_path_factory.mktemp("photos")
-    detector, singles = build_detector("yuface"), []
+    out, cfg = tmp_path_factory.mktemp("photos"), PrepareCfg()
+    detector, singles = build_detector(cfg.detector), []
     for path in sorted((shared_data / "mask-real" / "normal").glob("chandrikadeb7_*.jpg")):
         img = load_rgb(path)
-        if min(img.shape[:2]) >= 200 and len(find_faces(detector, img, 60, 0.5)) == 1:
+        if min(img.shape[:2]) >= 200 and len(find_faces(detector, img, cfg.pad, cfg.min_confidence)) == 1:
             singles.append((path, img))
         if len(singles) == 2:
             break

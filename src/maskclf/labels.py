@@ -90,4 +90,4 @@ def split_probs(probs18: np.ndarray) -> dict[str, np.ndarray]:
 def combine_probs(mask: np.ndarray, gender: np.ndarray, age: np.ndarray) -> np.ndarray:
     """Outer product of independent per-attribute probabilities (numpy or torch) into (N, 18) class probabilities."""
     p = mask[:, :, None, None] * gender[:, None, :, None] * age[:, None, None, :]
-    return p.reshape(len(mask), NUM_CLASSES)
+    return p.reshape(-1, NUM_CLASSES)  # not len(mask): a traced (ONNX) graph would fix the batch size

@@ -118,7 +118,7 @@ def detect(model: Path | FacePipeline, paths: list[Path], out: Path | None = Non
     images = []
     for path, name in tqdm(list(zip(files, names)), desc="detect", unit="image", disable=not progress or len(files) < 2):
         try:
-            img = load_rgb(path)
+            img = load_rgb(path, pipe.prepare.max_pixels, draft=False)  # boxes in the photo's own pixels
         except Exception as exc:  # any decoder error: one bad file must not stop the run
             skipped[str(path)] = f"cannot read image ({type(exc).__name__}: {exc})"
             print(f"warning: skipped {path}: {skipped[str(path)]}", file=sys.stderr)

@@ -17,6 +17,7 @@ from maskclf.faces.detect import detector_for, process_image
 from maskclf.inference.detect import image_files
 from maskclf.inference.onnx_model import INPUT, OUTPUTS, OnnxModel, load_onnx, metadata
 from maskclf.inference.predict import LoadedModel, load_model, predict_probs
+from maskclf.labels import combine_probs
 from maskclf.models.heads import attribute_probs, probs18
 from maskclf.utils.atomic import write_atomic
 
@@ -46,8 +47,7 @@ class ProbsNet(nn.Module):
         attrs = {}
         for name, model in self.members.items():
             attrs.update(attribute_probs(model(x), self.specs[name]))
-        joint = attrs["mask"][:, :, None, None] * attrs["gender"][:, None, :, None] * attrs["age"][:, None, None, :]
-        return joint.flatten(1), attrs["mask"], attrs["gender"], attrs["age"]
+        return combine_probs(attrs["mask"], attrs["gender"], attrs["age"]), attrs["mask"], attrs["gender"], attrs["age"]
 
 
 @dataclass

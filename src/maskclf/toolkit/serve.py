@@ -18,7 +18,7 @@ from PIL import Image
 from starlette.exceptions import HTTPException
 
 from maskclf import __version__
-from maskclf.faces.detect import load_rgb
+from maskclf.faces.detect import ImageRefused, load_rgb
 from maskclf.inference.detect import FacePipeline, load_pipeline
 from maskclf.inference.onnx_model import OnnxModel
 
@@ -89,7 +89,9 @@ def decode_upload(data: bytes, content_type: str, filename: str, limits: Limits)
     if w * h > limits.max_pixels:
         raise ApiError(413, f"'{filename}' has {w}x{h} = {w * h} pixels; the limit is {limits.max_pixels}")
     try:
-        return load_rgb(io.BytesIO(data))
+        return load_rgb(io.BytesIO(data), draft=False)
+    except ImageRefused as exc:
+        raise ApiError(422, f"'{filename}': {exc}") from None
     except Exception as exc:
         raise ApiError(422, f"'{filename}' is a broken {fmt} file ({type(exc).__name__}: {exc})") from None
 
