@@ -16,7 +16,8 @@ from maskclf.cli import main
 from maskclf.utils.formats import read_oof
 from maskclf.data.crops import cached_crops
 from maskclf.labels import decode
-from maskclf.inference.predict import load_model, predict_probs, read_probs, write_probs
+from maskclf.inference.predict import load_model, predict_probs
+from maskclf.utils.formats import read_probs, write_probs
 from maskclf.data.train_data import load_train
 from maskclf.utils.rundir import load_run_config
 from maskclf.models.heads import probs18

@@ -6,7 +6,7 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from maskclf.config import load_config
 from maskclf.toolkit.crossval import cross_validate
-from maskclf.utils.formats import write_fold_probs, fold_dirs, read_oof
+from maskclf.utils.formats import fold_dirs, read_oof, write_probs
 from maskclf.labels import NUM_CLASSES, decode
 from maskclf.data.train_data import load_train
 from maskclf.data.splits import kfold
@@ -24,7 +24,7 @@ def fake_finished_folds(cfg, cv_dir, k, seed=0):
         d = cv_dir / f"fold{i}"
         d.mkdir(parents=True)
         keys = [r.key for r in split.partition(records)[1]]
-        write_fold_probs(d / "val.probs.csv", keys, rng.dirichlet(np.ones(NUM_CLASSES), len(keys)))
+        write_probs(d / "val.probs.csv", keys, rng.dirichlet(np.ones(NUM_CLASSES), len(keys)), id_column="key")
         (d / "best.pt").write_bytes(b"")
         (d / "summary.json").write_text(json.dumps({"val_f1": 0.1 * i, "wall_seconds": 30}))
     return records

@@ -5,7 +5,7 @@ import pytest
 
 from maskclf.inference.ensemble import Source, combine, ensemble, search_weights
 from maskclf.labels import NUM_CLASSES, encode, split_probs
-from maskclf.inference.predict import read_probs, write_probs
+from maskclf.utils.formats import read_probs, write_probs
 
 
 def onehotish(classes, confidence):

@@ -10,7 +10,8 @@ from maskclf.utils.checkpoint import CheckpointError
 from maskclf.config import load_config
 from maskclf.data.crops import cached_crops, crops_for, load_split
 from maskclf.data.scan import scan_eval
-from maskclf.inference.predict import load_model, predict, predict_probs, read_probs
+from maskclf.inference.predict import load_model, predict, predict_probs
+from maskclf.utils.formats import read_probs
 from maskclf.data.train_data import load_train
 from maskclf.training.fit import fit
 from maskclf.utils.formats import VAL_PROBS, read_oof

@@ -10,7 +10,8 @@ import numpy as np
 from sklearn.metrics import f1_score
 
 from maskclf.labels import NUM_CLASSES, combine_probs, split_probs
-from maskclf.inference.predict import predict, read_probs, write_probs, write_submission
+from maskclf.inference.predict import predict, write_submission
+from maskclf.utils.formats import read_probs, write_probs
 
 METHODS = ("soft", "hard", "attribute")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from maskclf.inference.grouping import check_weighting, group_probs, person_grou
 from maskclf.inference.onnx_model import OnnxModel, load_onnx
 from maskclf.labels import AgeBounds, NUM_CLASSES
 from maskclf.models.network import build_model
+from maskclf.utils.formats import write_csv, write_probs
 from maskclf.utils.runtime import resolve_device
 from maskclf.models.heads import HeadSpec, member_probs, to_probs18
 from maskclf.data.transforms import tta_views
@@ -175,30 +175,5 @@ def _fill_missing(ids: list[str], kept_ids: list[str], probs: np.ndarray, skippe
 
 
 def write_submission(path: Path, ids: list[str], classes: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["ImageID", "ans"])
-        w.writerows(zip(ids, (int(c) for c in classes)))
-    tmp.replace(path)
-
-
-def write_probs(path: Path, ids: list[str], probs: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["ImageID"] + [f"p{c}" for c in range(NUM_CLASSES)])
-        for i, row in zip(ids, probs):
-            w.writerow([i] + [f"{p:.6g}" for p in row])
-    tmp.replace(path)
-
-
-def read_probs(path: Path) -> tuple[list[str], np.ndarray]:
-    """ImageIDs and (N, 18) probabilities from a `.probs.csv` file."""
-    with Path(path).open(newline="") as fh:
-        rows = list(csv.reader(fh))
-    header = rows[0] if rows else []
-    if header[:1] != ["ImageID"] or len(header) != NUM_CLASSES + 1:
-        raise ValueError(f"{path}: expected columns ImageID,p0..p17, found {header[:4]}...")
-    return [r[0] for r in rows[1:]], np.array([[float(x) for x in r[1:]] for r in rows[1:]])
+    """The submission CSV: ImageID,ans (class 0..17), written atomically."""
+    write_csv(path, ["ImageID", "ans"], zip(ids, (int(c) for c in classes)))

@@ -13,7 +13,7 @@ import yaml
 from maskclf.config import Config, diff, validate
 from maskclf.metrics import score_probs
 from maskclf.data.train_data import load_train, regroup, truth_bounds_of
-from maskclf.utils.formats import read_fold_probs, write_fold_probs, write_oof, fold_dirs
+from maskclf.utils.formats import fold_dirs, read_probs, write_oof, write_probs
 from maskclf.utils.rundir import IGNORED_KEYS, new_run_dir, read_summary, write_summary
 from maskclf.training.fit import fit
 
@@ -41,7 +41,7 @@ def _run_fold(cfg: Config, fold_dir: Path, fold: int, k: int, progress: bool) ->
         fold_cfg = cfg.model_copy(deep=True)
         fold_cfg.data.folds, fold_cfg.data.fold = k, fold
         result = fit(fold_cfg, progress=progress, run_dir=fold_dir)
-    write_fold_probs(probs_path, result.val_keys, result.val_probs)
+    write_probs(probs_path, result.val_keys, result.val_probs, id_column="key")
     return probs_path
 
 
@@ -76,7 +76,7 @@ def cross_validate(cfg: Config, k: int, cv_dir: Path | None = None, progress: bo
     fold_probs: dict[str, np.ndarray] = {}
     fold_f1 = []
     for i, fold_dir in enumerate(fold_dirs(cv_dir)):
-        fold_probs.update(read_fold_probs(_run_fold(cfg, fold_dir, i, k, progress)))
+        fold_probs.update(zip(*read_probs(_run_fold(cfg, fold_dir, i, k, progress), id_column="key")))
         fold_f1.append(read_summary(fold_dir).get("val_f1", float("nan")))
     data = load_train(cfg.data)
     truth = truth_bounds_of(cfg.data)  # out-of-fold scores are in the truth's groups, as validation is

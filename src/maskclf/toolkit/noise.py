@@ -6,7 +6,6 @@ probabilities; mask labels are judged on the person's `normal` and `incorrect_ma
 
 from __future__ import annotations
 
-import csv
 import html
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,8 @@ import yaml
 from maskclf.toolkit.compare import image_cell
 from maskclf.config import load_config
 from maskclf.utils.atomic import write_atomic
-from maskclf.labels import GENDER_NAMES, MASK_NAMES, NUM_CLASSES, AgeBounds, attribute_names, decode, split_probs
+from maskclf.utils.formats import read_oof, write_csv
+from maskclf.labels import GENDER_NAMES, MASK_NAMES, AgeBounds, attribute_names, decode, split_probs
 
 KINDS = ("gender", "age", "swap_incorrect_normal")
 HEAD_OF = {"gender": "gender", "age": "age", "swap_incorrect_normal": "mask"}
@@ -39,22 +39,8 @@ class Suspect:
 
 def read_oof_rows(path: Path) -> list[dict]:
     """oof.csv (or a cv folder holding one) as rows with key, person, label, path and 18 `probs`."""
-    # Read here rather than through maskclf.toolkit.crossval, which imports the whole training stack (seconds of torch).
-    path = Path(path) / "oof.csv" if Path(path).is_dir() else Path(path)
-    need = ["key", "person", "label", "path"] + [f"p{c}" for c in range(NUM_CLASSES)]
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in need if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {missing[:5]}; expected {need[:5]}...p17")
-        rows = []
-        for i, r in enumerate(reader, start=2):
-            try:
-                rows.append({"key": r["key"], "person": r["person"], "label": int(r["label"]), "path": r["path"],
-                             "probs": np.array([float(r[f"p{c}"]) for c in range(NUM_CLASSES)])})
-            except (TypeError, ValueError):
-                raise ValueError(f"{path}:{i}: label and p0..p17 must be numbers (row for '{r['key']}')") from None
-    return rows
+    meta, probs = read_oof(path)
+    return [{**m, "probs": p} for m, p in zip(meta, probs)]
 
 
 def _age_from_path(path: str) -> int | None:
@@ -165,11 +151,8 @@ def write_overrides(suspects: list[Suspect], path: Path, bounds: AgeBounds = Age
 
 def write_suspects_csv(suspects: list[Suspect], path: Path, bounds: AgeBounds = AgeBounds()) -> Path:
     """The whole ranking as CSV: rank, person, kind, score, current, suggested."""
-    with Path(path).open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["rank", "person", "kind", "score", "current", "suggested"])
-        for i, s in enumerate(suspects, start=1):
-            w.writerow([i, s.person, s.kind, f"{s.score:.4f}", *describe(s, bounds)])
+    write_csv(path, ["rank", "person", "kind", "score", "current", "suggested"],
+              ([i, s.person, s.kind, f"{s.score:.4f}", *describe(s, bounds)] for i, s in enumerate(suspects, start=1)))
     return Path(path)
 
 

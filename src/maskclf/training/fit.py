@@ -28,6 +28,7 @@ from maskclf.training.checks import check_config
 from maskclf.training.member import MemberParts, RunContext, combined_val_probs, train_member, write_final_figures
 from maskclf.training.snapshot import checkpoint_payload
 from maskclf.training.state import MemberState, RunProgress, load_last, restore_training
+from maskclf.utils.atomic import write_atomic
 from maskclf.utils.checkpoint import remove_partial_saves, save_checkpoint
 from maskclf.utils.formats import VAL_PROBS, write_oof
 from maskclf.utils.rundir import git_commit, load_run_config, new_run_dir, save_config, write_summary
@@ -224,7 +225,8 @@ def _finish(s: _Session, spec: HeadSpec, members: dict[str, tuple[MemberParts, M
         save_checkpoint(run_dir / "best.pt", payload)
         write_final_figures(run_dir, report)
         write_summary(run_dir, summary)
-        (run_dir / "val_report.json").write_text(json.dumps(report, indent=1))
+        text = json.dumps(report, indent=1).encode()
+        write_atomic(run_dir / "val_report.json", lambda fh: fh.write(text))
         by_key = {r.key: r for r in s.data.records}
         write_oof(run_dir / VAL_PROBS, [by_key[k] for k in val_set.keys], probs)
     return FitResult(run_dir, report["f1"], best_epoch, summary, run_dir / "best.pt", probs, val_set.keys)

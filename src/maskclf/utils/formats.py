@@ -1,4 +1,4 @@
-"""File formats shared by commands: cross-validation folders, fold probabilities and out-of-fold CSVs."""
+"""File formats shared by commands, one reader and one writer each: probabilities CSVs, out-of-fold CSVs, cv folders."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import numpy as np
 from maskclf.labels import NUM_CLASSES
 from maskclf.utils.atomic import write_atomic
 
-OOF_COLUMNS = ["key", "person", "label", "path"] + [f"p{c}" for c in range(NUM_CLASSES)]
+PROB_COLUMNS = [f"p{c}" for c in range(NUM_CLASSES)]
+OOF_COLUMNS = ["key", "person", "label", "path"] + PROB_COLUMNS
 VAL_PROBS = "val_probs.csv"  # a run's validation probabilities from its best weights, in the oof.csv columns
 
 
@@ -22,43 +23,64 @@ def fold_dirs(cv_dir: Path) -> list[Path]:
     return [Path(cv_dir) / f"fold{i}" for i in range(k)]
 
 
-def write_fold_probs(path: Path, keys: list[str], probs: np.ndarray) -> None:
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["key"] + [f"p{c}" for c in range(NUM_CLASSES)])
-        w.writerows([k] + [f"{p:.6g}" for p in row] for k, row in zip(keys, probs))
+def write_csv(path: Path, header: list[str], rows) -> None:
+    """A CSV file written atomically (readers never see half of it)."""
+    def write(fh) -> None:
+        text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
+        w = csv.writer(text)
+        w.writerow(header)
+        w.writerows(rows)
+        text.flush()
+        text.detach()
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(Path(path), write)
 
 
-def read_fold_probs(path: Path) -> dict[str, np.ndarray]:
-    with path.open(newline="") as fh:
-        rows = list(csv.reader(fh))[1:]
-    return {r[0]: np.array([float(x) for x in r[1:]]) for r in rows}
+def _numbers(values: list[str]) -> list[float]:
+    return [float(x) for x in values]
+
+
+def write_probs(path: Path, ids: list[str], probs: np.ndarray, id_column: str = "ImageID") -> None:
+    """A probabilities CSV: one id column (ImageID for eval images, key for validation crops), then p0..p17."""
+    write_csv(path, [id_column] + PROB_COLUMNS, ([i] + [f"{p:.6g}" for p in row] for i, row in zip(ids, probs)))
+
+
+def read_probs(path: Path, id_column: str = "ImageID") -> tuple[list[str], np.ndarray]:
+    """Ids and (N, 18) probabilities of a probabilities CSV (`write_probs`)."""
+    with Path(path).open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    header = rows[0] if rows else []
+    if header != [id_column] + PROB_COLUMNS:
+        raise ValueError(f"{path}: expected columns {id_column},p0..p17, found {header[:4]}...")
+    try:
+        probs = np.array([_numbers(r[1:]) for r in rows[1:]]).reshape(len(rows) - 1, NUM_CLASSES)
+    except ValueError:
+        raise ValueError(f"{path}: every row needs {NUM_CLASSES} numbers after its {id_column}") from None
+    return [r[0] for r in rows[1:]], probs
 
 
 def write_oof(path: Path, records, probs: np.ndarray) -> None:
     """Records (key, person, label, absolute path) with their 18 probabilities, written atomically."""
-    def write(fh) -> None:
-        text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
-        w = csv.writer(text)
-        w.writerow(OOF_COLUMNS)
-        for r, row in zip(records, probs):
-            w.writerow([r.key, r.person, r.label, str(Path(r.path).resolve())] + [f"{p:.6g}" for p in row])
-        text.flush()
-        text.detach()
-
-    write_atomic(Path(path), write)
+    write_csv(path, OOF_COLUMNS, ([r.key, r.person, r.label, str(Path(r.path).resolve())] + [f"{p:.6g}" for p in row]
+                                   for r, row in zip(records, probs)))
 
 
 def read_oof(path: Path) -> tuple[list[dict], np.ndarray]:
-    """Rows (key, person, label, path) and (N, 18) probabilities of an oof.csv."""
+    """Rows (key, person, label, path) and (N, 18) probabilities of an oof.csv (or a cv folder holding one)."""
     path = Path(path)
     if path.is_dir():
         path = path / "oof.csv"
     with path.open(newline="") as fh:
         reader = csv.DictReader(fh)
-        if reader.fieldnames != OOF_COLUMNS:
-            raise ValueError(f"{path}: expected columns {OOF_COLUMNS[:5]}..., found {(reader.fieldnames or [])[:5]}...")
-        rows = list(reader)
-    probs = np.array([[float(r[f"p{c}"]) for c in range(NUM_CLASSES)] for r in rows])
-    meta = [{"key": r["key"], "person": r["person"], "label": int(r["label"]), "path": r["path"]} for r in rows]
-    return meta, probs
+        missing = [c for c in OOF_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: expected columns {OOF_COLUMNS[:5]}...p17; missing column(s) {missing[:5]}")
+        meta, probs = [], []
+        for i, r in enumerate(reader, start=2):
+            try:
+                probs.append(_numbers([r[c] for c in PROB_COLUMNS]))
+                meta.append({"key": r["key"], "person": r["person"], "label": int(r["label"]), "path": r["path"]})
+            except (TypeError, ValueError):
+                raise ValueError(f"{path}:{i}: label and p0..p17 must be numbers (row for '{r['key']}')") from None
+    return meta, np.array(probs).reshape(len(meta), NUM_CLASSES)

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from maskclf.config import Config, validate
+from maskclf.utils.atomic import write_atomic
 
 def new_run_dir(out_dir: Path, name: str) -> Path:
     """`out_dir/name`, or `name2`, `name3`, ... if taken (created atomically, so parallel runs never collide)."""
@@ -27,7 +28,9 @@ def new_run_dir(out_dir: Path, name: str) -> Path:
 
 
 def save_config(run_dir: Path, cfg: Config) -> None:
-    (Path(run_dir) / "config.yaml").write_text(cfg.to_yaml())
+    """config.yaml: the run's resolved config (every key, so the run can be repeated or resumed)."""
+    text = cfg.to_yaml().encode()
+    write_atomic(Path(run_dir) / "config.yaml", lambda fh: fh.write(text))
 
 
 def load_run_config(run_dir: Path) -> Config:
@@ -48,10 +51,9 @@ def git_commit() -> str | None:
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
-    path = Path(run_dir) / "summary.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=1))
-    tmp.replace(path)
+    """summary.json, written atomically."""
+    text = json.dumps(summary, indent=1).encode()
+    write_atomic(Path(run_dir) / "summary.json", lambda fh: fh.write(text))
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
