@@ -135,7 +135,7 @@ def build_training(s: Settings, seed: int = 0) -> tuple[nn.Module, StepParts]:
     parts = StepParts(criterion=build_criterion(spec.heads, t.loss, {}, {}, {}, False, False), optimizer=optimizer,
                       schedule=build_scheduler(optimizer, t.scheduler, t.epochs, 1000),
                       make_targets=lambda labels, ages: make_targets(labels, ages, spec),
-                      augment=build_augment("custom", s.size, dc["mean"], dc["std"]))
+                      augment=build_augment("custom", s.size, dc["mean"], dc["std"]), batch_size=s.batch)
     return model, parts
 
 
@@ -178,10 +178,10 @@ def baseline_train_rate(model: nn.Module, optimizer, loader: DataLoader, s: Sett
 def maskclf_train_rate(model: nn.Module, parts: StepParts, data, s: Settings, epoch: int) -> float:
     """`train_one_epoch` over train_batches batches, after one untimed warm-up batch."""
     order, gen = epoch_order(len(data), 0, epoch), torch.Generator().manual_seed(epoch)
-    train_one_epoch(model, data, order[:s.batch], s.batch, parts, CPU, gen, progress=False)
+    train_one_epoch(model, data, order[:s.batch], parts, CPU, gen, desc=None)
     n = s.batch * s.train_batches
     start = time.perf_counter()
-    train_one_epoch(model, data, order[:n], s.batch, parts, CPU, gen, progress=False)
+    train_one_epoch(model, data, order[:n], parts, CPU, gen, desc=None)
     return n / (time.perf_counter() - start)
 
 

@@ -37,7 +37,7 @@ class CountingSchedule:
         self.steps += 1
 
 
-def _parts(model, lr: float, accum_steps: int = 1) -> StepParts:
+def _parts(model, lr: float, batch_size: int, accum_steps: int = 1) -> StepParts:
     plain = build_eval_transform(32, model.data_config["mean"], model.data_config["std"])
     return StepParts(
         criterion=build_criterion(SPEC.heads, NamedCfg(name="ce"), {}, {"mask": 1.0, "gender": 1.0, "age": 1.0}, {}, False, False),
@@ -45,6 +45,7 @@ def _parts(model, lr: float, accum_steps: int = 1) -> StepParts:
         schedule=CountingSchedule(),
         make_targets=lambda labels, ages: make_targets(labels, ages, SPEC),
         augment=lambda x, generator=None: plain(x),
+        batch_size=batch_size,
         accum_steps=accum_steps,
     )
 
@@ -56,10 +57,10 @@ def _model(seed: int = 0):
 
 def test_training_lowers_the_loss_on_a_fixed_batch(crops):
     model = _model()
-    parts = _parts(model, lr=3e-3)
+    parts = _parts(model, lr=3e-3, batch_size=16)
     order = np.arange(len(crops))  # one batch of 16, the same every step
     gen = torch.Generator().manual_seed(0)
-    losses = [train_one_epoch(model, crops, order, 16, parts, torch.device("cpu"), gen, progress=False)["loss"]
+    losses = [train_one_epoch(model, crops, order, parts, torch.device("cpu"), gen, desc=None)["loss"]
               for _ in range(15)]
     assert parts.schedule.steps == 15
     assert losses[0] > 2.0  # about ln(18) at random init
@@ -69,9 +70,9 @@ def test_training_lowers_the_loss_on_a_fixed_batch(crops):
 def test_zero_learning_rate_leaves_weights_alone(crops):
     model = _model()
     before = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k}
-    parts = _parts(model, lr=0.0)
-    stats = train_one_epoch(model, crops, np.arange(len(crops)), 8, parts, torch.device("cpu"),
-                            torch.Generator().manual_seed(0), progress=False)
+    parts = _parts(model, lr=0.0, batch_size=8)
+    stats = train_one_epoch(model, crops, np.arange(len(crops)), parts, torch.device("cpu"),
+                            torch.Generator().manual_seed(0), desc=None)
     after = model.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in before.items())
     assert set(stats) >= {"loss", "loss_cls", "images_per_s", "seconds", "lr"} and stats["lr"] == 0.0
@@ -79,10 +80,10 @@ def test_zero_learning_rate_leaves_weights_alone(crops):
 
 def test_gradient_accumulation_steps_once_per_group_including_the_last(crops):
     model = _model()
-    parts = _parts(model, lr=1e-3, accum_steps=2)
+    parts = _parts(model, lr=1e-3, batch_size=4, accum_steps=2)
     # 14 images, batch 4: three full batches (the partial 4th is dropped) -> steps after batch 2 and batch 3.
-    train_one_epoch(model, crops, np.arange(14), 4, parts, torch.device("cpu"), torch.Generator().manual_seed(0),
-                    progress=False)
+    train_one_epoch(model, crops, np.arange(14), parts, torch.device("cpu"), torch.Generator().manual_seed(0),
+                    desc=None)
     assert parts.schedule.steps == 2
     assert all(p.grad is None for p in model.parameters())  # nothing left over for the next epoch
 

@@ -35,7 +35,7 @@ def loop_plan(cfg: Config) -> LoopPlan:
     t = cfg.train
     n_members = 3 if cfg.model.head == "separate" else 1
     budget_s = t.time_budget_min * 60 / n_members if t.time_budget_min else None
-    return LoopPlan(t.epochs, t.batch_size, t.seed, t.patience, budget_s, t.fit_budget)
+    return LoopPlan(t.epochs, t.seed, t.patience, budget_s, t.fit_budget)
 
 
 def fitted_schedule(t: TrainCfg) -> NamedCfg:
@@ -82,8 +82,8 @@ def build_member(cfg: Config, ms: MemberSpec, train_set: CropSet, device: torch.
         schedule=build_scheduler(optimizer, fitted_schedule(t), t.epochs, steps),
         make_targets=lambda labels, ages: make_targets(labels, ages, ms.spec),
         augment=build_augment(t.augment.preset, t.input_size, dc["mean"], dc["std"], **t.augment.params),
-        mix=_mixer(t), scaler=grad_scaler(device, t.amp), ema=_ema(model, t.ema), accum_steps=t.accum_steps,
-        clip_grad=t.clip_grad, amp=t.amp and device.type == "cuda", memory_format=memory_format(device, t.channels_last))
+        batch_size=t.batch_size, mix=_mixer(t), scaler=grad_scaler(device, t.amp), ema=_ema(model, t.ema),
+        accum_steps=t.accum_steps, clip_grad=t.clip_grad, amp=t.amp and device.type == "cuda", memory_format=memory_format(device, t.channels_last))
     train_model = wrap_ddp(torch.compile(model) if t.compile else model, device, dist)
     return MemberParts(ms, model, train_model, step, sampler, build_eval_transform(t.input_size, dc["mean"], dc["std"]))
 

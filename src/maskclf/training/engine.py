@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -23,6 +23,7 @@ class StepParts:
     schedule: object  # has step_batch(); see maskclf.training.optim
     make_targets: Callable[[torch.Tensor, torch.Tensor], dict]
     augment: Callable  # uint8 batch -> normalised float batch
+    batch_size: int
     mix: Callable | None = None  # (x, targets, generator) -> (x, targets)
     scaler: torch.amp.GradScaler | None = None
     ema: object | None = None  # timm ModelEmaV3
@@ -30,11 +31,6 @@ class StepParts:
     clip_grad: float = 0.0
     amp: bool = False
     memory_format: torch.memory_format = torch.contiguous_format
-    parts_seen: dict = field(default_factory=dict)
-
-
-def _to_device(batch, device, memory_format):
-    return batch.to(device, non_blocking=True).contiguous(memory_format=memory_format)
 
 
 def batches_per_epoch(n: int, batch_size: int) -> int:
@@ -42,16 +38,19 @@ def batches_per_epoch(n: int, batch_size: int) -> int:
     return n // batch_size if n > batch_size else 1 if n else 0
 
 
-def train_one_epoch(model, data: CropSet, order: np.ndarray, batch_size: int, parts: StepParts,
-                    device: torch.device, generator: torch.Generator, desc: str = "train",
-                    progress: bool = True) -> dict[str, float]:
-    """Train over `order` once; returns mean loss, per-head losses, images/s and the last learning rate."""
+def train_one_epoch(model, data: CropSet, order: np.ndarray, parts: StepParts, device: torch.device,
+                    generator: torch.Generator, desc: str | None = "train") -> dict[str, float]:
+    """Train over `order` once; returns mean loss, per-head losses, images/s and the last learning rate.
+
+    `desc` labels the progress bar; None shows none.
+    """
     model.train()
     total, n_seen, head_sums = 0.0, 0, {}
     # Dropping a small last batch keeps BatchNorm away from 1-image batches.
+    batch_size = parts.batch_size
     n_batches = batches_per_epoch(len(order), batch_size)
     bar = tqdm(iterate(data, order, batch_size, drop_last=len(order) > batch_size), total=n_batches,
-               desc=desc, unit="batch", disable=not progress, leave=False)
+               desc=desc, unit="batch", disable=desc is None, leave=False)
     start = time.perf_counter()
     parts.optimizer.zero_grad(set_to_none=True)
     for i, (images, labels, ages) in enumerate(bar):

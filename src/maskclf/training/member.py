@@ -60,7 +60,6 @@ class LoopPlan:
     """The epoch loop's settings."""
 
     epochs: int
-    batch_size: int
     seed: int
     patience: int
     budget_s: float | None = None  # this member's share of train.time_budget_min, in seconds
@@ -164,8 +163,7 @@ def _train_epoch(m: MemberParts, train_set: CropSet, plan: LoopPlan, epoch: int,
     order = epoch_order(len(train_set), plan.seed, epoch, m.sampler)[run.dist.rank::run.dist.world]
     gen = torch.Generator(device=run.device).manual_seed(plan.seed * 100_003 + epoch)
     desc = f"{m.spec.prefix}epoch {epoch + 1}/{planned}"
-    stats = train_one_epoch(m.train_model, train_set, order, plan.batch_size, m.step, run.device, gen,
-                            desc=desc, progress=run.show)
+    stats = train_one_epoch(m.train_model, train_set, order, m.step, run.device, gen, desc if run.show else None)
     return stats, len(order)
 
 
