@@ -142,11 +142,19 @@ def test_a_kill_around_the_checkpoint_never_logs_an_epoch_twice(tiny_data, crops
     assert losses(run) == losses(full.run_dir)
 
 
-def test_train_epochs_1_works_with_the_default_warmup(tiny_data, crops, tmp_path, capsys):
-    cfg = tiny_cfg(tiny_data, crops, tmp_path, "train.epochs=1", "train.scheduler.params.warmup_epochs=1")
+def test_train_epochs_1_works_with_the_default_warmup_and_shows_data_warnings(tiny_data, crops, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    (data / "train" / "images" / "stray").mkdir()
+    cfg = tiny_cfg(data, crops, tmp_path, "train.epochs=1", "train.scheduler.params.warmup_epochs=1")
     result = fit(cfg, progress=False)
-    assert "warm-up of 1 epochs does not fit a 1-epoch run: using 0.5" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "warm-up of 1 epochs does not fit a 1-epoch run: using 0.5" in out
     assert result.summary["epochs_run"] == 1 and steps(result.run_dir) == [1]
+    assert "1 data warning(s):" in err and "stray: folder is not listed in train.csv; ignored" in err
+    assert "label fixes (competition): none applied; " in err and "not applied" in err
 
 
 def test_a_train_that_cannot_start_leaves_no_run_folder(tiny_data, crops, tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +117,8 @@ def resumed_config(run_dir: Path, data_root: Path | None) -> Config:
 def _open(cfg: Config, run_dir: Path | None, resuming: bool, device, dist: Dist, show: bool) -> _Session:
     """Read the data and crops, then create (or reopen) the run folder: a run that cannot start leaves none."""
     data = load_train(cfg.data)
+    if dist.main:
+        report_data(data, cfg.data.label_fixes)
     split = load_split(cfg.data, data.records, run_dir if resuming else None)
     if dist.main:
         sets, skipped = _crops(cfg, data, split, show)
@@ -133,6 +136,19 @@ def _open(cfg: Config, run_dir: Path | None, resuming: bool, device, dist: Dist,
         if dist.main:
             repair_log(run_dir, progress.log_row)  # metrics.jsonl ends at the epoch last.pt holds
     return _Session(cfg, run_dir, device, dist, show, data, sets, skipped, progress, earlier=progress.wall_seconds)
+
+
+def report_data(data: TrainData, label_fixes: str, shown: int = 5) -> None:
+    """Print the scan's warnings and what the label fixes did, so a train run shows what `check` would."""
+    warnings = [p for p in data.problems if not p.fatal]
+    if warnings:
+        more = f" (and {len(warnings) - shown} more: maskclf check {data.root})" if len(warnings) > shown else ""
+        print(f"{len(warnings)} data warning(s){more}:\n" + "\n".join(f"  {p}" for p in warnings[:shown]),
+              file=sys.stderr)
+    fixed = ", ".join(f"{k} {v}" for k, v in data.fixes.items() if v)
+    if fixed or data.fixes_note:
+        print(f"label fixes ({label_fixes}): {fixed or 'none applied'}" + (f"; {data.fixes_note}" if data.fixes_note
+                                                                             else ""), file=sys.stderr)
 
 
 def _crops(cfg: Config, data: TrainData, split, show: bool) -> tuple[tuple[CropSet, CropSet], dict]:
