@@ -7,6 +7,7 @@ normalised with `mean`/`std` given in 0-1 pixel units (timm's convention).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -113,16 +114,33 @@ def _affine_grid(theta: torch.Tensor, out: int) -> torch.Tensor:
 
 
 def _resample(batch: torch.Tensor, theta: torch.Tensor, out: int, padding: str) -> torch.Tensor:
-    """uint8 (B, S, S, 3) -> float (B, 3, out, out) in [0, 1], sampled bilinearly through `theta`."""
-    x = batch.permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+    """uint8 (B, S, S, 3) -> float (B, 3, out, out) in 0-255 units, sampled bilinearly through `theta`."""
+    x = torch.empty(batch.shape[0], 3, *batch.shape[1:3], device=batch.device)
+    x.copy_(batch.permute(0, 3, 1, 2))  # layout and dtype change in one pass
     grid = _affine_grid(theta.to(x), out)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding, align_corners=False)
 
 
-def _finish(x: torch.Tensor, mean, std, channels_last: bool) -> torch.Tensor:
-    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    x = (x - m) / s
+class _Normalise:
+    """Per-channel (x / 255 - mean) / std as one multiply-add, and the image of the 0-1 pixel range under it."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device):
+        m = torch.tensor(mean, dtype=torch.float32, device=device)
+        s = torch.tensor(std, dtype=torch.float32, device=device)
+        self.std, self.mean = s, m
+        self.scale, self.shift = (1 / (255 * s)).view(1, 3, 1, 1), (-m / s).view(1, 3, 1, 1)
+        self.low, self.high = self.shift, ((1 - m) / s).view(1, 3, 1, 1)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.shift, x, self.scale)
+
+
+@functools.lru_cache(maxsize=64)
+def _normaliser(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> _Normalise:
+    return _Normalise(mean, std, device)
+
+
+def _finish(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
@@ -148,14 +166,16 @@ class BatchAugment:
         d = self._draw(batch.shape[0], generator, batch.device)
         if bool(d["clahe"].any()):
             batch = self._clahe(batch, d)
+        # Resampling, blur and the colour matrix are linear, so the ops run in normalised units from the colour
+        # step on: /255 and the normalisation cost no pass of their own, and the clamps use the normalised range.
         x = _resample(batch, self._geometry(d), self.out_size, self.params.padding)
-        if bool((d["jitter"] | d["gray"] | d["shuffle"]).any()):
-            x = self._colour(x, d)
+        norm = _normaliser(self.mean, self.std, x.device)
+        x = self._colour(x, d, norm) if bool((d["jitter"] | d["gray"] | d["shuffle"]).any()) else norm(x)
         if bool(d["blur"].any()):
             x = self._blur(x, d)
         if bool(d["noise"].any()):
-            x = self._noise(x, d, generator)
-        return _finish(x, self.mean, self.std, self.channels_last)
+            x = self._noise(x, d, generator, norm)
+        return _finish(x, self.channels_last)
 
     def _draw(self, n: int, generator: torch.Generator | None, device: torch.device) -> dict[str, torch.Tensor]:
         """Every random number but the noise pixels, from one draw on the generator's device."""
@@ -182,25 +202,33 @@ class BatchAugment:
         flip = torch.where(d["hflip"], -one, one)
         return _theta(w * flip / zoom, h / zoom, angle, cx + tx, cy + ty)
 
-    def _colour(self, x: torch.Tensor, d: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Jitter, grayscale and channel shuffle as one per-sample 3x3 matrix plus a contrast offset."""
+    def _colour_matrix(self, d: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Jitter, grayscale and channel shuffle as per-sample (3x3 matrix, contrast weight) on 0-1 pixels:
+        y = matrix @ x + weight * mean luma of x."""
         p, jit = self.params, d["jitter"]
         b = torch.where(jit, _lerp(d["brightness"], p.brightness), 1.0)
         c = torch.where(jit, _lerp(d["contrast"], p.contrast), 1.0)
         s = torch.where(jit, _lerp(d["saturation"], p.saturation), 1.0)[:, None, None]
         hue = torch.where(jit, _lerp(d["hue"], p.hue), 0.0)
-        luma = torch.tensor(_LUMA, dtype=x.dtype, device=x.device)
-        eye, gray = torch.eye(3, device=x.device), torch.ones(3, 1, device=x.device) * luma
+        device = b.device
+        eye, gray = torch.eye(3, device=device), torch.ones(3, 1, device=device) * torch.tensor(_LUMA, device=device)
         keys = torch.stack([d["perm0"], d["perm1"], d["perm2"]], 1).argsort(1)
-        perm = torch.where(d["shuffle"][:, None], keys, torch.arange(3, device=x.device))
-        m = F.one_hot(perm, 3).to(x.dtype)
+        perm = torch.where(d["shuffle"][:, None], keys, torch.arange(3, device=device))
+        m = F.one_hot(perm, 3).to(b.dtype)
         m = m @ torch.where(d["gray"][:, None, None], gray, eye)
         m = m @ _hue_matrix(hue) @ (s * eye + (1 - s) * gray) * (c * b)[:, None, None]
         # Every factor maps grey to grey (rows sum to 1), so contrast's pull towards the mean grey
         # of the brightened image is the same offset on all three channels.
-        offset = (1 - c) * b * (x.mean((2, 3)) @ luma)
-        y = torch.bmm(m, x.flatten(2)).view_as(x) + offset[:, None, None, None]
-        return y.clamp_(0.0, 1.0)
+        return m, (1 - c) * b
+
+    def _colour(self, x: torch.Tensor, d: dict[str, torch.Tensor], norm: _Normalise) -> torch.Tensor:
+        """The colour matrix with the normalisation folded in: 0-255 pixels to clamped normalised values."""
+        m, weight = self._colour_matrix(d)
+        luma = torch.tensor(_LUMA, dtype=x.dtype, device=x.device) / 255
+        m = m * norm.scale.view(1, 3, 1)
+        shift = ((weight * (x.mean((2, 3)) @ luma))[:, None] - norm.mean) / norm.std
+        y = torch.baddbmm(shift[:, :, None], m, x.flatten(2)).view_as(x)
+        return torch.clamp(y, norm.low, norm.high, out=y)
 
     def _clahe(self, batch: torch.Tensor, d: dict[str, torch.Tensor]) -> torch.Tensor:
         """OpenCV CLAHE on the lightness of the selected uint8 crops, done on CPU whatever the batch device."""
@@ -230,12 +258,14 @@ class BatchAugment:
         x[idx] = sub.view(len(idx), 3, h, w)
         return x
 
-    def _noise(self, x: torch.Tensor, d: dict[str, torch.Tensor], generator: torch.Generator | None) -> torch.Tensor:
+    def _noise(self, x: torch.Tensor, d: dict[str, torch.Tensor], generator: torch.Generator | None,
+               norm: _Normalise) -> torch.Tensor:
+        """Gaussian pixel noise (std in 0-1 pixel units) on normalised values, clamped to the pixel range."""
         idx = d["noise"].nonzero().squeeze(1)
-        std = _lerp(d["noise_std"][idx], self.params.noise_std)[:, None, None, None]
+        std = _lerp(d["noise_std"][idx], self.params.noise_std)[:, None, None, None] / norm.std.view(1, 3, 1, 1)
         where = generator.device if generator is not None else x.device
         eps = torch.randn((len(idx), *x.shape[1:]), generator=generator, device=where).to(x)
-        x[idx] = (x[idx] + std * eps).clamp_(0.0, 1.0)
+        x[idx] = torch.clamp(x[idx] + std * eps, norm.low, norm.high)
         return x
 
 
@@ -267,7 +297,7 @@ class EvalTransform:
         sx = -self.crop if self.flip else self.crop
         theta = torch.tensor([[sx, 0.0, self.centre[0]], [0.0, self.crop, self.centre[1]]], device=batch.device)
         x = _resample(batch, theta.expand(batch.shape[0], 2, 3), self.out_size, "reflection")
-        return _finish(x, self.mean, self.std, self.channels_last)
+        return _finish(_normaliser(self.mean, self.std, x.device)(x), self.channels_last)
 
 
 def build_eval_transform(out_size: int, mean: Sequence[float], std: Sequence[float], crop_fraction: float = 1.0,
