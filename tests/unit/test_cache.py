@@ -128,11 +128,11 @@ def test_interrupted_update_leaves_a_consistent_cache_that_resumes(tmp_path, mon
     commit = FaceCache._commit
     calls = []
 
-    def crash_on_second_commit(self, batch):
+    def crash_on_second_commit(self, batch, crops):
         calls.append(len(batch))
         if len(calls) == 2:
             raise KeyboardInterrupt
-        commit(self, batch)
+        commit(self, batch, crops)
 
     monkeypatch.setattr(FaceCache, "_commit", crash_on_second_commit)
     with pytest.raises(KeyboardInterrupt):

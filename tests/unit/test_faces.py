@@ -5,7 +5,7 @@ from PIL import Image
 
 from maskclf.config import PrepareCfg
 from maskclf.faces.detect import (DETECTORS, Face, build_detector, crop_face, crop_landmarks, find_face, find_faces,
-                                  load_rgb, process_image, square_crop)
+                                  load_rgb, process_image, read_rgb, square_crop)
 
 
 def _normal_image(tiny_data):
@@ -183,3 +183,38 @@ def test_process_image_counts_the_faces_found(tmp_path):
     assert (none.faces, none.fallback) == (0, True)
     undetected = process_image(path, None, PrepareCfg(detector="none"))
     assert (undetected.faces, undetected.fallback) == (None, False)
+
+
+def _portrait_jpeg(tmp_path, tiny_data):
+    """A 384x512 JPEG of a tiny-data face (the competition's photo size)."""
+    path = tmp_path / "portrait.jpg"
+    Image.fromarray(_normal_image(tiny_data)).resize((384, 512)).save(path, quality=95)
+    return path
+
+
+def test_read_rgb_decodes_jpeg_at_reduced_size_and_other_formats_in_full(tmp_path, tiny_data):
+    jpeg = _portrait_jpeg(tmp_path, tiny_data)
+    img, factor = read_rgb(jpeg, None, 160)
+    assert img.shape == (256, 192, 3) and factor == 2.0  # 1/2 scale: 1/4 (128 px) would be under 160
+    assert read_rgb(jpeg, None, 512)[0].shape == (512, 384, 3) and read_rgb(jpeg, None, 512)[1] == 1.0
+    np.testing.assert_array_equal(read_rgb(jpeg, None, None)[0], load_rgb(jpeg, draft=False))
+    png = tmp_path / "portrait.png"
+    Image.open(jpeg).save(png)
+    assert read_rgb(png, None, 160)[0].shape == (512, 384, 3) and read_rgb(png, None, 160)[1] == 1.0
+
+
+def test_process_image_maps_faces_to_full_size_and_decodes_enough_pixels_for_the_crop(tmp_path, tiny_data):
+    jpeg, cfg = _portrait_jpeg(tmp_path, tiny_data), PrepareCfg(detect_side=160, pad=0.0, margin=0.1)
+    # The detector sees the 1/2-scale decode (192x256) shrunk to 120x160: 1 detector pixel = 3.2 full pixels.
+    big = _FakeDetector([Face((10.0, 10.0, 110.0, 150.0), 0.9, np.full((5, 2), 50.0))])
+    out = process_image(jpeg, big, cfg)
+    assert big.seen == (160, 120, 3) and not out.fallback
+    np.testing.assert_allclose(out.face.box, (32, 32, 352, 480))
+    np.testing.assert_allclose(out.face.landmarks, 160.0)
+    # A 448 px crop is 224 px wide in the 1/2-scale decode (>= 128): it is cut from that decode.
+    half, _ = read_rgb(jpeg, None, 160)
+    np.testing.assert_array_equal(out.crop, crop_face(half, out.face.moved(0.5, 0.0), cfg)[0])
+    # A 211 px crop would be 106 px wide at 1/2 scale, so the image is decoded again at full size.
+    small = process_image(jpeg, _FakeDetector([Face((10.0, 20.0, 70.0, 80.0), 0.9, None)]), cfg)
+    np.testing.assert_allclose(small.face.box, (32, 64, 224, 256))
+    np.testing.assert_array_equal(small.crop, crop_face(load_rgb(jpeg), small.face, cfg)[0])

@@ -65,8 +65,9 @@ def _short_hash(obj) -> str:
 def crop_settings(cfg: PrepareCfg) -> dict:
     """The settings that change a crop (not `chunk`; detection settings only when a detector runs)."""
     # max_pixels belongs here: images it refused are recorded as failed, and a new limit must look at them again.
+    # detect_side also sets the reduced JPEG decode, so it changes crops without a detector too.
     out = {"format": FORMAT, "size": cfg.size, "detector": cfg.detector, "fallback_box": list(cfg.fallback_box),
-           "max_pixels": cfg.max_pixels}
+           "max_pixels": cfg.max_pixels, "detect_side": cfg.detect_side}
     if cfg.detector != "none":
         out.update(margin=cfg.margin, pad=cfg.pad, min_confidence=cfg.min_confidence)
     return out
@@ -175,7 +176,7 @@ class FaceCache:
         return key in self._index["entries"]
 
     def face(self, key: str) -> Face | None:
-        """The detected face behind a cached crop (coordinates of the decoded image, see load_rgb), or None."""
+        """The detected face behind a cached crop (coordinates of the full-size image), or None."""
         f = self._entry(key)["face"]
         if f is None:
             return None
@@ -246,17 +247,24 @@ class FaceCache:
             todo, done, counts = self._plan(records, root)
             if workers is None:
                 workers = default_workers(len(todo))
-            batch = []
+            batch, filled, fallback = [], 0, 0
+            # Crops go straight into the shard's buffer, which is written as it is (no stacked copy).
+            rows = np.empty((min(cfg.chunk, len(todo)), cfg.size, cfg.size, 3), np.uint8)
             results = crop_images([p for _, p, _ in todo], cfg, device, workers)
+            # tqdm shows images/s and the time left; the postfix counts images cropped with the fallback box.
             with tqdm(total=len(todo), unit="img", desc="prepare", disable=not progress) as bar:
                 for (key, _, stamp), result in zip(todo, results):
+                    if result.error is None:
+                        rows[filled], result.crop, filled = result.crop, None, filled + 1
                     batch.append((key, stamp, result))
+                    fallback += result.fallback
+                    bar.set_postfix(fallback=fallback, refresh=False)
                     bar.update()
                     if len(batch) == cfg.chunk:
-                        self._commit(batch)
-                        batch = []
+                        self._commit(batch, rows[:filled])
+                        batch, filled = [], 0
             if batch:
-                self._commit(batch)
+                self._commit(batch, rows[:filled])
             self._compact_if_needed(cfg.chunk)
         keys = done | {k for k, _, _ in todo}
         entries, failed = self._index["entries"], self._index["failed"]
@@ -310,14 +318,13 @@ class FaceCache:
             todo.append((key, Path(r.path), stamp))
         return todo, done, counts
 
-    def _commit(self, batch: list[tuple[str, list[int], FaceCrop]]) -> None:
-        """Write one shard for the batch, then point the index at it (atomically)."""
-        crops = [r.crop for _, _, r in batch if r.error is None]
+    def _commit(self, batch: list[tuple[str, list[int], FaceCrop]], crops: np.ndarray) -> None:
+        """Write one shard of the batch's `crops` (its readable images, in order), then point the index at it."""
         name = None
-        if crops:
+        if len(crops):
             name = f"shard-{self._index['next_shard']:05d}.npy"
             self._index["next_shard"] += 1
-            write_atomic(self.dir / name, lambda fh: np.save(fh, np.stack(crops)))
+            write_atomic(self.dir / name, lambda fh: np.save(fh, crops))
             self._index["shards"][name] = len(crops)
         entries, failed = self._index["entries"], self._index["failed"]
         row = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 import multiprocessing
 import os
 import sys
@@ -146,16 +147,16 @@ def build_detector(name: str, device: str = "cpu") -> Detector:
 
 
 def find_faces(detector: Detector, img_rgb: np.ndarray, pad: float, min_confidence: float,
-               min_face: float = 0.0) -> list[Face]:
+               min_face: float = 0.0, max_side: int = DETECT_MAX_SIDE) -> list[Face]:
     """Every face scoring >= min_confidence whose box side is >= min_face pixels, largest first, in `img_rgb`
     coordinates.
 
     `pad` is edge-replicate padding as a fraction of the longest side: it lets detectors find faces that fill a
-    tightly cropped photo. Padding counts towards DETECT_MAX_SIDE, so a large photo is shrunk with its padding
-    and keeps the same proportion of it as a small one.
+    tightly cropped photo. Detection runs on a copy shrunk to `max_side` pixels, padding included, so a large
+    photo keeps the same proportion of padding as a small one.
     """
     h, w = img_rgb.shape[:2]
-    scale = min(1.0, DETECT_MAX_SIDE / (max(h, w) * (1.0 + 2.0 * pad)))
+    scale = min(1.0, max_side / (max(h, w) * (1.0 + 2.0 * pad)))
     small = img_rgb if scale == 1.0 else cv2.resize(img_rgb, (round(w * scale), round(h * scale)),
                                                     interpolation=cv2.INTER_AREA)
     px = round(pad * max(small.shape[:2]))
@@ -187,25 +188,34 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
-def load_rgb(source: Path | BinaryIO, max_pixels: int | None = None, draft: bool = True) -> np.ndarray:
-    """Decode an image file (path or binary file object) to an HxWx3 uint8 RGB array (EXIF rotation applied);
+def read_rgb(source: Path | BinaryIO, max_pixels: int | None = None,
+             min_side: int | None = DRAFT_SIDE) -> tuple[np.ndarray, float]:
+    """(HxWx3 uint8 RGB image, full / decoded size) of an image file or binary file object, EXIF rotation applied;
     raises on broken files.
 
-    With `draft`, JPEGs decode at reduced size (see DRAFT_SIDE); without, at their own size. ImageRefused for
+    JPEGs decode at the smallest of their 1/2, 1/4, 1/8 scales whose longest side is still >= `min_side` (None:
+    full size), a fraction of the cost of a full decode; other formats decode at full size. ImageRefused for
     images under MIN_SIDE pixels a side or, when `max_pixels` is given, over that many decoded pixels (checked
     before decoding).
     """
     with Image.open(source) as im:
-        if draft:
-            im.draft(im.mode, (DRAFT_SIDE, DRAFT_SIDE))
-        w, h = im.size
+        w, h = full = im.size
         if min(w, h) < MIN_SIDE:
             raise ImageRefused(f"image is too small ({w}x{h}); at least {MIN_SIDE}x{MIN_SIDE} is needed")
+        if min_side is not None and min_side < max(full):
+            im.draft(im.mode, (math.ceil(w * min_side / max(full)), math.ceil(h * min_side / max(full))))
+        w, h = im.size
         if max_pixels is not None and w * h > max_pixels:
             raise ImageRefused(f"image is too large to decode: {w * h} pixels ({w}x{h}) over the limit "
                                f"prepare.max_pixels={max_pixels}")
+        factor = max(full) / max(w, h)
         im = ImageOps.exif_transpose(im)  # also forces a full decode, so truncated files raise here
-        return _to_rgb(im)
+        return _to_rgb(im), factor
+
+
+def load_rgb(source: Path | BinaryIO, max_pixels: int | None = None, draft: bool = True) -> np.ndarray:
+    """read_rgb's image: with `draft`, JPEGs decode at reduced size (see DRAFT_SIDE); without, at their own size."""
+    return read_rgb(source, max_pixels, DRAFT_SIDE if draft else None)[0]
 
 
 def crop_box(shape: tuple[int, ...], face: Face | None, cfg: PrepareCfg) -> tuple[float, float, float]:
@@ -269,21 +279,39 @@ class FaceCrop:
 
 
 def process_image(path: Path, detector: Detector | None, cfg: PrepareCfg) -> FaceCrop:
-    """Decode, detect (unless `detector` is None) and crop one file; never raises for a bad file."""
+    """Decode (JPEGs at reduced size), detect (unless `detector` is None) and crop one file; never raises for a
+    bad file. The face comes back in the coordinates of the full-size image."""
     try:
-        img = load_rgb(path, cfg.max_pixels)
+        img, factor = read_rgb(path, cfg.max_pixels, cfg.detect_side)
+        faces = None
+        if detector is not None:
+            try:
+                faces = find_faces(detector, img, cfg.pad, cfg.min_confidence, max_side=cfg.detect_side)
+            except Exception as exc:
+                return FaceCrop(None, None, False, f"{path}: face detection failed ({type(exc).__name__}: {exc})")
+        face = faces[0] if faces else None
+        img, face, factor = _decode_for_crop(path, img, face, factor, cfg)
     except ImageRefused as exc:
         return FaceCrop(None, None, False, f"{path}: {exc}")
     except Exception as exc:  # any decoder error: one bad file must not stop the run
         return FaceCrop(None, None, False, f"{path}: cannot read image ({type(exc).__name__}: {exc})")
-    try:
-        faces = find_faces(detector, img, cfg.pad, cfg.min_confidence) if detector else None
-    except Exception as exc:
-        return FaceCrop(None, None, False, f"{path}: face detection failed ({type(exc).__name__}: {exc})")
-    face = faces[0] if faces else None
     crop, fallback = crop_face(img, face, cfg)
+    full_face = None if face is None else face.moved(factor, 0.0)
     # Without a detector every image gets the fixed box by design; that is not a fallback.
-    return FaceCrop(crop, face, fallback and detector is not None, None, None if faces is None else len(faces))
+    return FaceCrop(crop, full_face, fallback and detector is not None, None, None if faces is None else len(faces))
+
+
+def _decode_for_crop(path: Path, img: np.ndarray, face: Face | None, factor: float,
+                     cfg: PrepareCfg) -> tuple[np.ndarray, Face | None, float]:
+    """A decode with at least `cfg.size` pixels across the crop (or DRAFT_SIDE, or the full image), the face in it."""
+    side = crop_box(img.shape, face, cfg)[2]
+    if factor == 1.0 or side >= cfg.size:
+        return img, face, factor
+    want = min(math.ceil(max(img.shape[:2]) * cfg.size / side), DRAFT_SIDE)
+    if want <= max(img.shape[:2]):
+        return img, face, factor
+    bigger, new_factor = read_rgb(path, cfg.max_pixels, want)
+    return bigger, None if face is None else face.moved(factor / new_factor, 0.0), new_factor
 
 
 def detector_for(cfg: PrepareCfg, device: str = "cpu") -> Detector | None:
@@ -320,7 +348,7 @@ def crop_images(paths: Sequence[Path], cfg: PrepareCfg, device: str = "cpu", wor
 
 
 def default_workers(n_images: int) -> int:
-    """Worker processes for `n_images`: all cores (at most 4) for big jobs, none for small ones."""
-    # Each spawned worker needs ~1-2 s to import and build its detector; on a CPU other jobs already keep
-    # busy, extra workers only add contention (measured: 224 images, 33 images/s with 1, 21 with 2).
-    return min(os.cpu_count() or 1, 4) if n_images >= 1000 else 1
+    """Worker processes for `n_images`: one per core (at most 4) for jobs of 200 images or more, else none."""
+    # A spawned worker needs ~1 s to import and build its detector, the time to crop ~150 images in this process;
+    # yuface holds the GIL, so threads would not run in parallel.
+    return min(os.cpu_count() or 1, 4) if n_images >= 200 else 1
