@@ -149,3 +149,29 @@ def test_an_empty_eval_set_is_a_clear_error(trained, tiny_data, tmp_path):
     with pytest.raises(ValueError, match="info.csv: lists no images") as info:
         predict(trained.checkpoint, root, out=tmp_path / "s.csv", progress=False)
     assert str(root / "eval" / "info.csv") in str(info.value) and not (tmp_path / "s.csv").exists()
+
+
+def test_probabilities_file_says_per_image_how_its_face_was_found(trained, tiny_data, tmp_path, monkeypatch):
+    import maskclf.faces.detect as detect
+    from maskclf.faces.detect import Face
+
+    class Cycling:
+        calls = 0
+
+        def detect(self, img_rgb):
+            n = [2, 0, 1][Cycling.calls % 3]
+            Cycling.calls += 1
+            return [Face((20.0 + 60 * i, 20.0, 80.0 + 60 * i, 80.0), 0.9, None) for i in range(n)]
+
+    monkeypatch.setattr(detect, "detector_for", lambda cfg, device="cpu": Cycling())
+    root = tmp_path / "data"
+    shutil.copytree(tiny_data / "eval", root / "eval")
+    ids = _info_ids(root / "eval")
+    (root / "eval" / "images" / ids[4]).write_bytes(b"broken")
+    r = predict(trained.checkpoint, root, out=tmp_path / "s.csv", progress=False)
+    with r.probs_path.open() as fh:
+        rows = list(csv.DictReader(fh))
+    faces = [row["face"] for row in rows]
+    assert [row["ImageID"] for row in rows] == ids and r.faces == faces
+    assert faces[:4] == ["multiple:2", "fallback", "found", "multiple:2"] and faces[4] == "unreadable"
+    assert read_probs(r.probs_path)[1].shape == (56, 18)

@@ -91,6 +91,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         sizes = np.bincount(r.groups)
         print(f"person groups: {len(sizes)} groups, {int((sizes > 1).sum())} with 2+ photos (largest {sizes.max()})")
     print(f"submission: {r.submission} ({len(r.image_ids)} rows)\nprobabilities: {r.probs_path}")
+    fallback, several = r.faces.count("fallback"), sum(f.startswith("multiple:") for f in r.faces)
+    if fallback or several:
+        print(f"faces: {fallback} image(s) with no face found (fixed box used), {several} with several faces "
+              f"(largest used); see the face column of {r.probs_path.name}")
     return 0
 
 

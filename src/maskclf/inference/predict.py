@@ -14,6 +14,7 @@ from maskclf.inference.calibrate import apply_offsets
 from maskclf.utils.checkpoint import CheckpointError, checkpoint_config, load_checkpoint
 from maskclf.data.crops import cached_crops, to_cropset
 from maskclf.data.scan import scan_eval
+from maskclf.faces.cache import FaceCache, cache_dir_for, cache_key
 from maskclf.layout import Record
 from maskclf.inference.forward import predict_outputs
 from maskclf.inference.grouping import check_weighting, group_probs, person_groups
@@ -126,6 +127,7 @@ class PredictResult:
     probs: np.ndarray
     skipped: dict[str, str]
     groups: np.ndarray | None = None  # person group of each readable image when grouping was asked for
+    faces: list[str] = field(default_factory=list)  # per image: found, multiple:N, fallback, undetected, unreadable
 
 
 def predict(checkpoint: Path, eval_dir: Path, out: Path | None = None, tta: str = "none", device: str = "auto",
@@ -160,8 +162,11 @@ def predict(checkpoint: Path, eval_dir: Path, out: Path | None = None, tta: str 
     out = Path(out) if out else ckpt_dir / "submission.csv"
     probs_path = out.with_name(out.stem + ".probs.csv")
     write_submission(out, ids, full.argmax(1))
-    write_probs(probs_path, ids, full)
-    return PredictResult(out, probs_path, ids, full, skipped, groups)
+    cache = FaceCache(cache_dir_for(root, loaded.cfg.prepare, loaded.cfg.data.cache_dir))
+    faces = ["unreadable" if str(r.path) in skipped else cache.face_status(cache_key(root, r.path))
+             for r in scan.records]
+    write_probs(probs_path, ids, full, faces=faces)
+    return PredictResult(out, probs_path, ids, full, skipped, groups, faces)
 
 
 def _fill_missing(ids: list[str], kept_ids: list[str], probs: np.ndarray, skipped: dict) -> np.ndarray:

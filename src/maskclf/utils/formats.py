@@ -41,20 +41,24 @@ def _numbers(values: list[str]) -> list[float]:
     return [float(x) for x in values]
 
 
-def write_probs(path: Path, ids: list[str], probs: np.ndarray, id_column: str = "ImageID") -> None:
-    """A probabilities CSV: one id column (ImageID for eval images, key for validation crops), then p0..p17."""
-    write_csv(path, [id_column] + PROB_COLUMNS, ([i] + [f"{p:.6g}" for p in row] for i, row in zip(ids, probs)))
+def write_probs(path: Path, ids: list[str], probs: np.ndarray, id_column: str = "ImageID",
+                faces: list[str] | None = None) -> None:
+    """A probabilities CSV: one id column (ImageID for eval images, key for validation crops), then p0..p17, then
+    with `faces` a `face` column saying how each image's face was found (see FaceCache.face_status)."""
+    extra = [[f] for f in faces] if faces is not None else [[] for _ in ids]
+    write_csv(path, [id_column] + PROB_COLUMNS + (["face"] if faces is not None else []),
+              ([i] + [f"{p:.6g}" for p in row] + e for i, row, e in zip(ids, probs, extra)))
 
 
 def read_probs(path: Path, id_column: str = "ImageID") -> tuple[list[str], np.ndarray]:
-    """Ids and (N, 18) probabilities of a probabilities CSV (`write_probs`)."""
+    """Ids and (N, 18) probabilities of a probabilities CSV (`write_probs`; a face column is allowed)."""
     with Path(path).open(newline="") as fh:
         rows = list(csv.reader(fh))
     header = rows[0] if rows else []
-    if header != [id_column] + PROB_COLUMNS:
-        raise ValueError(f"{path}: expected columns {id_column},p0..p17, found {header[:4]}...")
+    if header not in ([id_column] + PROB_COLUMNS, [id_column] + PROB_COLUMNS + ["face"]):
+        raise ValueError(f"{path}: expected columns {id_column},p0..p17 (and optionally face), found {header[:4]}...")
     try:
-        probs = np.array([_numbers(r[1:]) for r in rows[1:]]).reshape(len(rows) - 1, NUM_CLASSES)
+        probs = np.array([_numbers(r[1:NUM_CLASSES + 1]) for r in rows[1:]]).reshape(len(rows) - 1, NUM_CLASSES)
     except ValueError:
         raise ValueError(f"{path}: every row needs {NUM_CLASSES} numbers after its {id_column}") from None
     return [r[0] for r in rows[1:]], probs
