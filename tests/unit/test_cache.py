@@ -264,3 +264,25 @@ def test_faces_found_are_recorded_per_image(tmp_path, monkeypatch):
     plain = FaceCache(tmp_path / "plain")
     plain.update(records, root, CFG, workers=1, progress=False)
     assert plain.face_status("img/000.jpg") == "undetected" and plain.multiple == {}
+
+
+def test_a_second_update_waiting_on_the_lock_says_who_holds_it(tmp_path, capsys):
+    import threading
+
+    from maskclf.faces.cache import _locked
+
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    waited = threading.Event()
+    with _locked(cache_dir):
+        def second():
+            with _locked(cache_dir):
+                waited.set()
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join(timeout=1.0)  # it must still be waiting: the lock is held
+        assert not waited.is_set()
+    thread.join()
+    err = capsys.readouterr().err
+    assert f"waiting for {cache_dir}: another update holds its lock (pid {os.getpid()}" in err

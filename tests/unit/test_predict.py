@@ -175,3 +175,13 @@ def test_probabilities_file_says_per_image_how_its_face_was_found(trained, tiny_
     assert [row["ImageID"] for row in rows] == ids and r.faces == faces
     assert faces[:4] == ["multiple:2", "fallback", "found", "multiple:2"] and faces[4] == "unreadable"
     assert read_probs(r.probs_path)[1].shape == (56, 18)
+
+
+def test_predict_from_a_run_folder_without_best_pt_says_it_uses_last_pt(trained, tiny_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(Path(trained.checkpoint).parent / "last.pt", run / "last.pt")
+    predict(run, tiny_data, out=tmp_path / "s.csv", progress=False)
+    assert f"{run} has no best.pt; predicting with last.pt" in capsys.readouterr().err
+    predict(Path(trained.checkpoint).parent, tiny_data, out=tmp_path / "t.csv", progress=False)
+    assert "last.pt" not in capsys.readouterr().err

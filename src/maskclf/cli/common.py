@@ -36,7 +36,13 @@ def subparser(sub, name: str, help: str, example: str) -> argparse.ArgumentParse
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """Run a subcommand; user errors become one clear line on stderr and exit code 2."""
+    """Run a subcommand; user errors become one clear line on stderr and exit code 2.
+
+    Model commands set `announce` (args -> what the command is about to do): it is printed first, because
+    importing PyTorch takes 10-20 s on a cold start and a silent terminal looks hung.
+    """
+    if getattr(args, "announce", None):
+        print(f"maskclf {args.command}: {args.announce(args)} (loading PyTorch ...)", file=sys.stderr, flush=True)
     try:
         rc = args.func(args)
     except (ConfigError, DataError, FileNotFoundError, ValueError) as exc:

@@ -35,7 +35,7 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, help="folder for the synthetic data and the run (default: a temp folder)")
     p.add_argument("--seed", type=int, default=0)
     add_config_args(p)
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=cmd_demo, announce=lambda a: f"end-to-end run on {a.data or 'generated synthetic data'}")
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ def register(sub) -> None:
     p.add_argument("--dir", type=Path, help="cv folder to create or resume (default: <run.out_dir>/cv, cv2, ...)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_args(p)
-    p.set_defaults(func=cmd_cv)
+    p.set_defaults(func=cmd_cv, announce=lambda a: f"{a.k}-fold cross-validation on {a.data_dir}")
 
     p = subparser(sub, "ensemble", "combine probability files, checkpoints, runs or cv folders into one submission",
                   "maskclf ensemble runs/cv runs/cv2 --eval ../shared/data/utkmask/eval --search-weights -o ens.csv")
@@ -33,7 +33,7 @@ def register(sub) -> None:
     p.add_argument("--tta", default="none", help="test-time augmentation for model members: none, hflip, crops, "
                                                   "hflip_crops")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_ensemble)
+    p.set_defaults(func=cmd_ensemble, announce=lambda a: f"combining {len(a.members)} members into {a.out}")
 
     p = subparser(sub, "compare", "where two submissions disagree: by attribute and class pair, with an HTML gallery",
                   "maskclf compare a.csv b.csv --images ../shared/data/utkmask/eval/images --gt ../shared/data/utkmask/eval/gt.csv")
@@ -61,7 +61,7 @@ def register(sub) -> None:
     p.add_argument("--limit", type=int, help="only the first N faces")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--detector", default="mtcnn", help="landmark detector (default mtcnn)")
-    p.set_defaults(func=cmd_synth_masks)
+    p.set_defaults(func=cmd_synth_masks, announce=lambda a: f"drawing masks on {a.faces_dir} into {a.out_dir}")
 
 
 def cmd_cv(args: argparse.Namespace) -> int:

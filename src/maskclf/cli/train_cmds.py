@@ -19,7 +19,8 @@ def register(sub) -> None:
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run from its last.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_args(p)
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, announce=lambda a: f"resuming {a.resume}" if a.resume
+                   else f"training on {a.data_dir}")
 
     p = subparser(sub, "predict", "write a submission CSV (+ probabilities) for an eval folder",
                   "maskclf predict runs/exp/best.pt ../shared/data/utkmask/eval --tta hflip")
@@ -29,16 +30,18 @@ def register(sub) -> None:
     p.add_argument("--tta", default="none", help="test-time augmentation views: none, hflip, crops, hflip_crops")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--group-persons", type=float, nargs="?", const=0.9, metavar="SIMILARITY",
-                   help="group each person's eval photos by upper-face similarity (default 0.9) and let each group "
-                        "agree on gender and age")
+    p.add_argument("--group-persons", action="store_true",
+                   help="group each person's eval photos by upper-face similarity and let each group agree on "
+                        "gender and age")
+    p.add_argument("--group-similarity", type=float, metavar="T",
+                   help="with --group-persons: the similarity that joins two photos (default 0.9)")
     p.add_argument("--group-weighting", default="face", metavar="{face,equal}",
                    help="how photos count in a person group: 'face' (default) by the face they show (predicted "
                         "mask status) times confidence, 'equal' all alike")
     p.add_argument("--no-calibration", action="store_true",
                    help="ignore the class-prior offsets tuned on validation at train time (train.calibrate)")
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_predict)
+    p.set_defaults(func=cmd_predict, announce=lambda a: f"predicting {a.eval_dir} with {a.checkpoint}")
 
     p = subparser(sub, "evaluate", "score a submission against ground truth: F1, accuracy, per attribute, per class",
                   "maskclf evaluate runs/exp/submission.csv ../shared/data/utkmask/eval/gt.csv")
@@ -84,8 +87,12 @@ def format_summary(s: dict) -> str:
 def cmd_predict(args: argparse.Namespace) -> int:
     from maskclf.inference.predict import predict
 
+    if args.group_similarity is not None and not args.group_persons:
+        raise ValueError("--group-similarity only applies with --group-persons")
+    similarity = args.group_similarity if args.group_similarity is not None else 0.9
     r = predict(args.checkpoint, args.eval_dir, out=args.out, tta=args.tta, device=args.device,
-                batch_size=args.batch_size, progress=not args.quiet, group_persons=args.group_persons,
+                batch_size=args.batch_size, progress=not args.quiet,
+                group_persons=similarity if args.group_persons else None,
                 calibration=not args.no_calibration, group_weighting=args.group_weighting)
     if r.groups is not None:
         sizes = np.bincount(r.groups)

@@ -32,7 +32,7 @@ def register(sub) -> None:
                    help="median: stop a trial whose val F1 is below the median of earlier trials at that epoch")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress from the trial runs")
     add_config_args(p)
-    p.set_defaults(func=cmd_tune)
+    p.set_defaults(func=cmd_tune, announce=lambda a: f"tuning study '{a.study}' on {a.data_dir}")
 
     p = subparser(sub, "noise", "rank likely label errors from a cv run's out-of-fold probabilities",
                   "maskclf noise runs/cv --top 50   # then review runs/cv/noise/review.html and\n"

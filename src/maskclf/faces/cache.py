@@ -13,6 +13,8 @@ import fcntl
 import hashlib
 import json
 import os
+import socket
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -111,14 +113,31 @@ def _face_json(face: Face | None) -> dict | None:
     return {"box": [round(v, 1) for v in face.box], "score": round(face.score, 4), "landmarks": marks}
 
 
+def _holder() -> str:
+    """Who takes a lock: pid, host, command and time, written into the lock file for anyone who has to wait."""
+    command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:3]]) if sys.argv and sys.argv[0] else "python"
+    return f"pid {os.getpid()} on {socket.gethostname()}, '{command}', since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+
+
 @contextmanager
 def _locked(directory: Path):
-    """Only one update per cache folder at a time (another prepare waits here)."""
-    with open(directory / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    """Only one update per cache folder at a time; another one waits here, saying which process holds the lock."""
+    with open(directory / ".lock", "a+") as fh:  # "a+": opening must not erase the holder's note
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            held_by = fh.read().strip() or "a process that left no note"
+            print(f"waiting for {directory}: another update holds its lock ({held_by})", file=sys.stderr, flush=True)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(_holder())
+        fh.flush()
         try:
             yield
         finally:
+            fh.truncate(0)
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 

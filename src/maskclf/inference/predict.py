@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from maskclf.inference.calibrate import apply_offsets
-from maskclf.utils.checkpoint import CheckpointError, checkpoint_config, load_checkpoint
+from maskclf.utils.checkpoint import CheckpointError, checkpoint_config, load_checkpoint, resolve_checkpoint
 from maskclf.data.crops import cached_crops, to_cropset
 from maskclf.data.scan import scan_eval
 from maskclf.faces.cache import FaceCache, cache_dir_for, cache_key
@@ -142,6 +142,9 @@ def predict(checkpoint: Path, eval_dir: Path, out: Path | None = None, tta: str 
     """
     check_weighting(group_weighting)  # before minutes of prediction
     dev = resolve_device(device)
+    if resolve_checkpoint(checkpoint).name == "last.pt" and Path(checkpoint).is_dir():
+        print(f"note: {checkpoint} has no best.pt; predicting with last.pt (the last epoch saved, not the best one)",
+              file=sys.stderr)
     loaded = load_any(checkpoint, dev)
     root, ev = resolve_eval_root(eval_dir)
     scan = scan_eval(root)

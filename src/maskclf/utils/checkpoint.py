@@ -58,14 +58,19 @@ def remove_partial_saves(folder: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load with `weights_only=True` (tensors, numbers, strings, lists, dicts only) and check the format."""
+def resolve_checkpoint(path: Path) -> Path:
+    """A checkpoint file as given, or a run folder's best.pt, else its last.pt (the folder itself if it has neither)."""
     path = Path(path)
     if path.is_dir():
         for name in ("best.pt", "last.pt"):
             if (path / name).is_file():
-                path = path / name
-                break
+                return path / name
+    return path
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load with `weights_only=True` (tensors, numbers, strings, lists, dicts only) and check the format."""
+    path = resolve_checkpoint(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
