@@ -179,6 +179,7 @@ class RunCfg(_Section):
     out_dir: Path = Path("runs")
     tensorboard: bool = True
     wandb: bool = False
+    report: bool = True  # `maskclf train` ends by writing the run's report.html (see `maskclf report`)
 
 
 class Config(_Section):

@@ -7,9 +7,9 @@ import os
 import sys
 
 from maskclf import __version__
-from maskclf.cli import data_cmds, inference_cmds, toolkit_cmds, train_cmds, tune_cmds
+from maskclf.cli import data_cmds, inference_cmds, report_cmds, toolkit_cmds, train_cmds, tune_cmds
 
-COMMAND_MODULES = [data_cmds, train_cmds, inference_cmds, toolkit_cmds, tune_cmds]
+COMMAND_MODULES = [data_cmds, train_cmds, inference_cmds, toolkit_cmds, report_cmds, tune_cmds]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from maskclf.cli.common import add_config_args, config_from, subparser
+from maskclf.utils.rundir import load_run_config
 
 
 def register(sub) -> None:
@@ -65,7 +66,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = fit(config_from(args, data_root=args.data_dir), progress=not args.quiet)
     if int(os.environ.get("RANK", 0)) == 0:  # under torchrun, one summary from rank 0
         print(format_summary(result.summary))
+        if load_run_config(result.run_dir).run.report:
+            print(_build_report(result.run_dir))
     return 0
+
+
+def _build_report(run_dir: Path) -> str:
+    """Write the run's report.html; a failure is a warning, since the trained model is already saved."""
+    from maskclf.toolkit.run_report import build_run_report
+
+    try:
+        return f"  report {build_run_report(run_dir).html}"
+    except (ValueError, OSError, KeyError) as exc:
+        return f"  warning: report not written ({type(exc).__name__}: {exc}); try `maskclf report {run_dir}`"
 
 
 def format_summary(s: dict) -> str:

@@ -15,17 +15,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib import colormaps
+from PIL import Image
 
 from maskclf.data.transforms import build_eval_transform
 from maskclf.faces.detect import crop_images
 from maskclf.inference.predict import LoadedModel, load_model
 from maskclf.labels import HEADS, attribute_names
 from maskclf.models.heads import HeadSpec, attribute_probs
-from maskclf.utils.plots import image_grid_figure
+from maskclf.utils.plots import mosaic
 
 # The heads whose raw logits are the attribute's own scores; any other way of reading an attribute (an 18-way
 # head, age bins or a regression) is explained through the log of the attribute probability instead.
 DIRECT_HEADS = ("mask", "gender", "age")
+EXPLAIN_PX = 224  # side of the crop and of each overlay in an explain PNG
 
 
 @dataclass
@@ -61,7 +63,7 @@ def _scores(outputs: dict[str, torch.Tensor], spec: HeadSpec, values: dict[str, 
 
 def grad_cam(model: torch.nn.Module, spec: HeadSpec, x: torch.Tensor, size: int,
              values: dict[str, torch.Tensor] | None = None) -> Saliency:
-    """Grad-CAM maps (resized to `size`) of each attribute for a normalised batch `x`; by default the predicted values."""
+    """Grad-CAM maps (resized to `size`) per attribute for a normalised batch `x`; by default of the predicted values."""
     model.eval()
     maps = {}
     with torch.enable_grad():
@@ -132,6 +134,6 @@ def explain_images(checkpoint: Path, paths: list[Path], out_dir: Path,
         label = Path(path).name + (" (no face found: fixed box)" if result.fallback else "")
         images, titles = panels(crop, explain_crops(loaded, crop, device), loaded.spec.bounds, [label])
         out = out_dir / f"{Path(path).stem}.gradcam.png"
-        image_grid_figure(images, titles, ncols=len(images)).savefig(out, dpi=120)
+        Image.fromarray(mosaic(images, titles, ncols=len(images), px=EXPLAIN_PX)).save(out)
         written.append(out)
     return written, failed

@@ -22,9 +22,9 @@ from maskclf.faces.cache import INDEX, FaceCache, cache_dir_for
 from maskclf.labels import GENDER_NAMES, MASK_BY_STEM, MASK_NAMES, NUM_CLASSES, class_names
 from maskclf.layout import Record
 from maskclf.toolkit.html_page import Page, esc, table, thumbnail
-from maskclf.utils.plots import age_histogram_figure, bar_figure, count_grid_figure, image_grid_figure
+from maskclf.utils.plots import age_histogram_figure, bar_figure, count_grid_figure, mosaic
 
-SAMPLE_PX = 96
+SAMPLE_PX = 112
 MAX_LISTED = 200  # rows of the fixes and problems tables
 MAX_GALLERY = 60  # thumbnails of photos that fell back to the fixed box
 
@@ -88,11 +88,11 @@ def _people_sections(page: Page, train: list[Record], data: DataCfg) -> None:
     bounds = bounds_of(data)
     people = list({r.person: r for r in train}.values())
     masks = Counter(r.mask for r in train)
+    genders = {g: sum(r.gender == i for r in people) for i, g in enumerate(GENDER_NAMES)}
+    groups = {a: sum(r.age_group == i for r in people) for i, a in enumerate(bounds.names())}
     body = [page.figure("mask_counts", bar_figure({MASK_NAMES[m]: masks[m] for m in range(3)}, "images per mask status")),
-            page.figure("gender_counts", bar_figure({g: sum(r.gender == i for r in people)
-                                                     for i, g in enumerate(GENDER_NAMES)}, "people per gender")),
-            page.figure("age_group_counts", bar_figure({a: sum(r.age_group == i for r in people)
-                                                        for i, a in enumerate(bounds.names())}, "people per age group"))]
+            page.figure("gender_counts", bar_figure(genders, "people per gender")),
+            page.figure("age_group_counts", bar_figure(groups, "people per age group"))]
     cell = np.zeros((2, 3))
     for r in people:
         cell[r.gender, r.age_group] += 1
@@ -164,9 +164,9 @@ def _sample_section(page: Page, train: list[Record], per_cell: int, data: DataCf
                     head = f"{pid} {GENDER_NAMES[g]} {r.age}\n" if i == 0 else "\n"
                     titles.append(head + stem)
     if images:
-        fig = image_grid_figure(np.stack(images), titles, ncols=len(stems))
+        grid = mosaic(np.stack(images), titles, ncols=len(stems))
         page.add("Sample photos", "<p class='note'>one person per row, first people of each gender x age group "
-                                  f"({', '.join(bounds.names())})</p>" + page.figure("samples", fig, dpi=80), "samples")
+                                  f"({', '.join(bounds.names())})</p>" + page.picture("samples", grid), "samples")
 
 
 def _small(path: Path | None) -> np.ndarray:

@@ -78,6 +78,16 @@ class Page:
         self.figures.append(path)
         return f"<img class='figure' alt='{esc(name)}' src='{data_uri(buf.getvalue())}'>"
 
+    def picture(self, name: str, image: np.ndarray) -> str:
+        """Like `figure` for a ready uint8 (H, W, 3) picture (photo grids): PNG beside the page, same PNG inlined."""
+        self.figures_dir.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, format="PNG", optimize=False)
+        path = self.figures_dir / f"{name}.png"
+        path.write_bytes(buf.getvalue())
+        self.figures.append(path)
+        return f"<img class='figure' alt='{esc(name)}' src='{data_uri(buf.getvalue())}'>"
+
     def add(self, heading: str, body: str, anchor: str = "") -> None:
         ident = f" id='{esc(anchor)}'" if anchor else ""
         self.sections.append(f"<section{ident}><h2>{esc(heading)}</h2>\n{body}\n</section>")

@@ -187,3 +187,27 @@ def reliability_figure(panels: dict[str, tuple[np.ndarray, np.ndarray]], bins: i
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6, loc="upper left")
     return fig
+
+
+def mosaic(images: np.ndarray, titles: list[str], ncols: int, px: int | None = None, title_px: int = 14,
+           gap: int = 4) -> np.ndarray:
+    """uint8 (N, H, W, 3) images (resized to `px` squares if given) tiled into one picture under their titles."""
+    from PIL import Image, ImageDraw
+
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3 or len(titles) != len(images):
+        raise ValueError(f"expected uint8 images (N, H, W, 3) and N titles, found shape {images.shape} "
+                         f"and {len(titles)} titles")
+    n, h, w = len(images), px or images.shape[1], px or images.shape[2]
+    lines = max((t.count("\n") + 1 for t in titles), default=1)
+    cell_h, cell_w = h + title_px * lines + gap, w + gap
+    ncols = max(1, min(ncols, n))
+    nrows = -(-n // ncols)
+    canvas = Image.new("RGB", (ncols * cell_w + gap, nrows * cell_h + gap), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, (img, text) in enumerate(zip(images, titles)):
+        x, y = gap + (i % ncols) * cell_w, gap + (i // ncols) * cell_h
+        draw.multiline_text((x, y), text, fill="black", spacing=2)
+        tile = Image.fromarray(img.astype(np.uint8))
+        canvas.paste(tile.resize((w, h), Image.BILINEAR) if px else tile, (x, y + title_px * lines))
+    return np.asarray(canvas)
