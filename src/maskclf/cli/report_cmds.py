@@ -10,14 +10,14 @@ from maskclf.cli.common import add_config_args, config_from, subparser
 
 
 def register(sub) -> None:
-    p = subparser(sub, "eda", "data report (HTML): counts, age histogram, face-cache fallbacks, samples, fixes, problems",
+    p = subparser(sub, "eda", "data report (HTML): counts, ages, face-cache fallbacks, samples, label fixes, problems",
                   "maskclf eda ../shared/data/utkmask -o utkmask-eda.html")
     p.add_argument("data_dir", type=Path)
-    p.add_argument("--out", "-o", type=Path, help="HTML path (default DATA_DIR/eda.html); figures go to <stem>_figures/")
+    p.add_argument("--out", "-o", type=Path, help="HTML path (default DATA_DIR/eda.html); figure PNGs: <stem>_figures/")
     add_config_args(p)
     p.set_defaults(func=cmd_eda)
 
-    p = subparser(sub, "report", "run report (HTML): curves, confusions, class scores, calibration, worst errors, Grad-CAM",
+    p = subparser(sub, "report", "run report (HTML): curves, confusion, class scores, calibration, errors, Grad-CAM",
                   "maskclf report runs/exp --compare runs/exp2 -o exp-vs-exp2.html")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--out", "-o", type=Path, help="HTML path (default RUN_DIR/report.html)")

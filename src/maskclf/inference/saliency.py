@@ -63,7 +63,7 @@ def _scores(outputs: dict[str, torch.Tensor], spec: HeadSpec, values: dict[str, 
 
 def grad_cam(model: torch.nn.Module, spec: HeadSpec, x: torch.Tensor, size: int,
              values: dict[str, torch.Tensor] | None = None) -> Saliency:
-    """Grad-CAM maps (resized to `size`) per attribute for a normalised batch `x`; by default of the predicted values."""
+    """Grad-CAM maps (resized to `size`) per attribute of a normalised batch `x`; default: of the predicted values."""
     model.eval()
     maps = {}
     with torch.enable_grad():

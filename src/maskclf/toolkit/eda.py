@@ -90,7 +90,8 @@ def _people_sections(page: Page, train: list[Record], data: DataCfg) -> None:
     masks = Counter(r.mask for r in train)
     genders = {g: sum(r.gender == i for r in people) for i, g in enumerate(GENDER_NAMES)}
     groups = {a: sum(r.age_group == i for r in people) for i, a in enumerate(bounds.names())}
-    body = [page.figure("mask_counts", bar_figure({MASK_NAMES[m]: masks[m] for m in range(3)}, "images per mask status")),
+    per_mask = {MASK_NAMES[m]: masks[m] for m in range(3)}
+    body = [page.figure("mask_counts", bar_figure(per_mask, "images per mask status")),
             page.figure("gender_counts", bar_figure(genders, "people per gender")),
             page.figure("age_group_counts", bar_figure(groups, "people per age group"))]
     cell = np.zeros((2, 3))
