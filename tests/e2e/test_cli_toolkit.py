@@ -25,7 +25,7 @@ from maskclf.data.transforms import build_eval_transform
 
 TINY = ["model.backbone=test_resnet", "model.pretrained=", "train.input_size=32", "prepare.size=48",
         "train.epochs=2", "train.batch_size=16", "train.scheduler.params.warmup_epochs=0", "prepare.detector=none",
-        "train.device=cpu", "run.tensorboard=false"]
+        "train.device=cpu", "run.tensorboard=false", "run.report=false"]
 K = 3
 
 

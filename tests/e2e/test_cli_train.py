@@ -15,7 +15,8 @@ from maskclf.config import load_config
 from maskclf.training.fit import fit
 
 TINY = ["model.backbone=test_resnet", "model.pretrained=", "prepare.detector=none", "prepare.size=48",
-        "train.input_size=32", "train.batch_size=16", "train.device=cpu", "train.scheduler.params.warmup_epochs=0"]
+        "train.input_size=32", "train.batch_size=16", "train.device=cpu", "train.scheduler.params.warmup_epochs=0",
+        "run.report=false"]  # the report at the end of a run is tested in test_cli_reports
 
 
 def sets(crops: Path, out: Path, *extra: str) -> list[str]:
