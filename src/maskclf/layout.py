@@ -31,6 +31,12 @@ def inside(folder: Path, name: str) -> Path | None:
     return Path(folder) / rel
 
 
+def is_within(path: Path, folder: Path) -> bool:
+    """Whether `path` (absolute, or relative to the working folder) lies inside `folder`, `..` resolved on the text."""
+    path, folder = os.path.normpath(os.path.abspath(path)), os.path.normpath(os.path.abspath(folder))
+    return os.path.commonpath([path, folder]) == folder
+
+
 @dataclass(frozen=True)
 class Record:
     """One image. Labels are -1 where unknown (eval images)."""

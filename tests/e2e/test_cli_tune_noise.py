@@ -69,6 +69,7 @@ def test_noise_on_a_hand_written_oof_writes_gallery_and_usable_overrides(capsys,
     cv_dir.mkdir()
     with (cv_dir / "oof.csv").open("w", newline="") as fh:
         csv.writer(fh).writerows([OOF_COLUMNS] + rows)
+    (cv_dir / "cv_config.yaml").write_text(f"data:\n  root: {tiny_data}\n")  # as cv writes it: where images may be
 
     rc, out, err = run(capsys, "noise", str(cv_dir), "--top", "5")
     assert rc == 0, err

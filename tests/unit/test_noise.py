@@ -173,3 +173,18 @@ def test_overrides_draft_keeps_hostile_person_ids_intact(tmp_path):
     assert fixes.gender == {odd[0]: 1, odd[3]: 0}
     assert fixes.age == {odd[1]: 30, odd[4]: 60}
     assert fixes.swap_incorrect_normal == {odd[2]}
+
+
+def test_review_gallery_embeds_only_images_inside_the_cv_runs_train_images(tmp_path, tiny_data):
+    folder = sorted((tiny_data / "train" / "images").iterdir())[0]
+    rows = person_rows("000008", gender=1, age=26, labelled=(0, 0), folder=folder.name)
+    for r in rows:
+        r["path"] = str(folder / r["key"].split("/")[1])
+    secret = tmp_path / "private.jpg"
+    secret.write_bytes((folder / "normal.jpg").read_bytes())
+    rows[0]["path"] = str(secret)  # a crafted oof.csv pointing outside the dataset
+    rows[1]["path"] = str(folder / ".." / ".." / ".." / "eval" / "images" / "x.jpg")
+    write_oof(tmp_path / "oof.csv", rows)
+    (tmp_path / "cv_config.yaml").write_text(f"data:\n  root: {tiny_data}\n")
+    page = find_label_noise(tmp_path, top=5).gallery.read_text()
+    assert page.count("data:image/jpeg;base64,") == 5 and page.count("outside the images folder") == 2

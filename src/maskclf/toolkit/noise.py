@@ -15,6 +15,7 @@ import yaml
 
 from maskclf.toolkit.compare import image_cell
 from maskclf.config import load_config
+from maskclf.layout import is_within
 from maskclf.utils.atomic import write_atomic
 from maskclf.utils.formats import read_oof, write_csv
 from maskclf.labels import GENDER_NAMES, MASK_NAMES, AgeBounds, attribute_names, decode, split_probs
@@ -156,25 +157,30 @@ def write_suspects_csv(suspects: list[Suspect], path: Path, bounds: AgeBounds = 
     return Path(path)
 
 
-def _image_html(row: dict, s: Suspect, bounds: AgeBounds) -> str:
+def _image_html(row: dict, s: Suspect, bounds: AgeBounds, image_dirs: list[Path] | None) -> str:
     head = HEAD_OF[s.kind]
     probs = split_probs(row["probs"])[head][0]
     names = attribute_names(bounds)[head]
     label_value = decode(row["label"])[{"mask": 0, "gender": 1, "age": 2}[head]]
     cells = " ".join(f"<span class='{'lab' if i == label_value else ''}'>{html.escape(n)} {p:.2f}</span>"
                      for i, (n, p) in enumerate(zip(names, probs)))
-    img, _ = image_cell(Path(row["path"]))
+    path = Path(row["path"])
+    img, _ = image_cell(path if image_dirs is None or any(is_within(path, d) for d in image_dirs) else None)
     mark = " class='evidence'" if row["key"] in s.evidence and s.kind == "swap_incorrect_normal" else ""
     return (f"<figure{mark}>{img}<figcaption><div class='id'>{html.escape(Path(row['key']).name)} "
             f"({MASK_NAMES[decode(row['label'])[0]]})</div>{cells}</figcaption></figure>")
 
 
-def write_gallery(suspects: list[Suspect], path: Path, bounds: AgeBounds = AgeBounds(), title: str = "") -> Path:
-    """An HTML review page: per suspect the person's photos, current vs suggested label and the score."""
+def write_gallery(suspects: list[Suspect], path: Path, bounds: AgeBounds = AgeBounds(), title: str = "",
+                  image_dirs: list[Path] | None = None) -> Path:
+    """An HTML review page: per suspect the person's photos, current vs suggested label and the score.
+
+    With `image_dirs`, only photos inside those folders are embedded; others get a placeholder.
+    """
     blocks = []
     for rank, s in enumerate(suspects, start=1):
         now, new = describe(s, bounds)
-        figures = "".join(_image_html(r, s, bounds) for r in s.images)
+        figures = "".join(_image_html(r, s, bounds, image_dirs) for r in s.images)
         blocks.append(f"<section><h3>#{rank} person {html.escape(s.person)}: {s.kind} "
                       f"<span class='score'>score {s.score:.3f}</span></h3>"
                       f"<p>labelled <b>{html.escape(now)}</b> &rarr; suggested <b>{html.escape(new)}</b></p>"
@@ -217,12 +223,16 @@ def find_label_noise(cv_dir: Path, top: int = 50, out: Path | None = None) -> No
     if not (cv_dir / "oof.csv").is_file():
         raise FileNotFoundError(f"{cv_dir / 'oof.csv'} not found (run `maskclf cv` first; it writes oof.csv)")
     cv_config = cv_dir / "cv_config.yaml"
-    bounds = AgeBounds(*load_config([cv_config]).data.age_bounds) if cv_config.is_file() else AgeBounds()
+    data = load_config([cv_config] if cv_config.is_file() else []).data
+    bounds = AgeBounds(*data.age_bounds)
+    # oof.csv names image files: embed only those in the cv run's train image folders (either layout).
+    roots = [Path(r) for r in [data.root, *data.extra] if r is not None]
+    image_dirs = [r / "train" / "images" for r in roots] + [r / "images" for r in roots]
     suspects = rank_label_noise(read_oof_rows(cv_dir / "oof.csv"))
     out = Path(out) if out is not None else cv_dir / "noise"
     out.mkdir(parents=True, exist_ok=True)
     return NoiseResult(suspects, write_overrides(suspects[:top], out / "label_fixes_draft.yaml", bounds),
-                       write_gallery(suspects[:top], out / "review.html", bounds, str(cv_dir)),
+                       write_gallery(suspects[:top], out / "review.html", bounds, str(cv_dir), image_dirs),
                        write_suspects_csv(suspects, out / "suspects.csv", bounds), bounds)
 
 
