@@ -53,6 +53,11 @@ class DataCfg(_Section):
     folds: int = Field(5, ge=2)
     fold: int | None = None  # when set, validate on this fold of a `folds`-fold split instead of a hold-out
     extra: list[Path] = Field(default_factory=list)  # extra train folders in the competition layout
+    # Photos with a mask label only: folders with wear/ incorrect/ normal/ (or a labels.csv of file,mask[,source])
+    # or CSVs of path,mask. They train the mask head only (not model.head=single).
+    mask_extra: list[Path] = Field(default_factory=list)
+    mask_extra_holdout: float = Field(0.3, ge=0.0, lt=1.0)  # share of each source x mask status never trained on
+    mask_extra_ratio: float | None = Field(None, gt=0.0)  # mask-only photos per other training image (None: all once)
     cache_dir: Path | None = None  # default: $MASKCLF_CACHE or ~/.cache/maskclf
 
     @field_validator("age_bounds", "truth_age_bounds")
@@ -188,6 +193,13 @@ class Config(_Section):
     model: ModelCfg = Field(default_factory=ModelCfg)
     train: TrainCfg = Field(default_factory=TrainCfg)
     run: RunCfg = Field(default_factory=RunCfg)
+
+    @model_validator(mode="after")
+    def _mask_only_needs_a_mask_head(self) -> "Config":
+        if self.data.mask_extra and self.model.head == "single":
+            raise ValueError("data.mask_extra photos have a mask label only, which the single 18-class head cannot "
+                             "learn from; use model.head=multihead or separate")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

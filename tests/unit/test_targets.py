@@ -88,7 +88,27 @@ def test_unknown_ages_use_group_midpoints():
 
 def test_make_targets_rejects_bad_labels():
     with pytest.raises(ValueError, match="0..17"):
+        make_targets(torch.tensor([3, 21]), torch.zeros(2), head_spec("multihead", "classes"))
+    with pytest.raises(ValueError, match="0..17"):
+        make_targets(torch.tensor([-1]), torch.zeros(1), head_spec("single", "classes"))
+    with pytest.raises(ValueError, match="mask head"):
         make_targets(torch.tensor([3, 18]), torch.zeros(2), head_spec("single", "classes"))
+
+
+@pytest.mark.parametrize("age", ["classes", "bins", "regression"])
+def test_mask_only_codes_train_the_mask_head_only(age):
+    spec = head_spec("multihead", age, AgeBounds(), 5)
+    labels = torch.tensor([4, 18 + 1, 18 + 2, 13])  # wear/female/30-59, mask-only incorrect, mask-only normal, ...
+    t = make_targets(labels, torch.tensor([40.0, float("nan"), float("nan"), 70.0]), spec)
+    assert t["mask"].argmax(1).tolist() == [0, 1, 2, 2]
+    assert t["known"].tolist() == [1.0, 0.0, 0.0, 1.0]
+    assert t["gender"][1:3].abs().sum() == 0 and t["gender"][[0, 3]].sum(1).tolist() == [1.0, 1.0]
+    assert t["age"][1:3].abs().sum() == 0
+    full = make_targets(labels[[0, 3]], torch.tensor([40.0, 70.0]), spec)
+    torch.testing.assert_close(t["age"][[0, 3]], full["age"])
+    assert "known" not in full
+    counts = class_counts(labels.numpy(), np.array([40.0, np.nan, np.nan, 70.0], np.float32), spec)
+    assert counts["mask"].tolist() == [1, 1, 2] and counts["gender"].tolist() == [1, 1]
 
 
 @pytest.mark.parametrize("head,age", CONFIGS)

@@ -10,6 +10,8 @@ from maskclf.faces.cache import FaceCache, cache_dir_for, cache_key
 from maskclf.config import Config, DataCfg, PrepareCfg
 from maskclf.layout import Record
 from maskclf.data.loader import CropSet
+from maskclf.data.mask_extra import holdout_split, mask_extra_draw
+from maskclf.labels import MASK_ONLY
 from maskclf.data.train_data import TrainData, age_dropped, regroup, truth_bounds_of
 from maskclf.data.splits import Split, holdout, kfold
 
@@ -40,7 +42,8 @@ def cached_crops(records: list[Record], root: Path, cfg: PrepareCfg, cache_root:
 
 
 def to_cropset(images: np.ndarray, records: list[Record], landmarks: np.ndarray | None = None) -> CropSet:
-    labels = np.array([r.label for r in records], dtype=np.int64)
+    """A crop set of records in order; photos labelled with a mask status only get code MASK_ONLY + mask."""
+    labels = np.array([MASK_ONLY + r.mask if r.label < 0 <= r.mask else r.label for r in records], dtype=np.int64)
     ages = np.array([r.age if r.age > 0 else np.nan for r in records], dtype=np.float32)
     return CropSet(images, labels, ages, [r.key for r in records], landmarks)
 
@@ -63,7 +66,7 @@ def training_records(data: TrainData, split: Split, drop_ages: list[int]) -> tup
 
 
 def crops_for(cfg: Config, data: TrainData, split: Split, progress: bool = True) -> tuple[CropSet, CropSet, dict]:
-    """(train set incl. extra people, validation set, skipped images) for a split of `data`.
+    """(train set incl. extra people and mask-only photos, validation set, skipped images) for a split of `data`.
 
     Training leaves out people of `data.drop_ages`; validation keeps everyone and is labelled in
     `data.truth_age_bounds`, so its scores compare across age_bounds and drop_ages choices.
@@ -79,6 +82,13 @@ def crops_for(cfg: Config, data: TrainData, split: Split, progress: bool = True)
     for root, extra in extra_recs.items():
         ex_images, ex_recs, ex_skipped = cached_crops(extra, root, cfg.prepare, cfg.data.cache_dir, progress)
         train_parts.append((ex_images, ex_recs, root))
+        skipped.update(ex_skipped)
+    n_main = sum(len(p[1]) for p in train_parts)
+    for extra in data.mask_extra:
+        trained = holdout_split(extra, cfg.data.mask_extra_holdout, cfg.data.split_seed)[0]
+        ex_images, ex_recs, ex_skipped = cached_crops(trained, extra.root, cfg.prepare, cfg.data.cache_dir, progress)
+        pick = mask_extra_draw(len(ex_recs), n_main, cfg.data.mask_extra_ratio, cfg.data.split_seed)
+        train_parts.append((ex_images[pick], [ex_recs[i] for i in pick], extra.root))
         skipped.update(ex_skipped)
     marks = np.concatenate([cached_landmarks(p[1], p[2], cfg.prepare, cfg.data.cache_dir) for p in train_parts])
     train = to_cropset(np.concatenate([p[0] for p in train_parts]), [r for p in train_parts for r in p[1]], marks)

@@ -15,7 +15,8 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".") or name in {"Thumbs.db", "desktop.ini"}
 
 
-def _read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
+def read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
+    """Rows of a CSV as stripped strings; DataError naming the file for missing columns or ragged rows."""
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     with path.open(newline="", encoding="utf-8-sig") as fh:
@@ -56,7 +57,7 @@ def scan_train(root: Path, bounds: AgeBounds = AgeBounds()) -> Scan:
     """Scan `root/train` (train.csv + images/<path>/<stem>.<ext>) into labelled records."""
     train = _locate(Path(root), "train", "train.csv")
     scan = Scan()
-    rows = _read_csv(train / "train.csv", TRAIN_COLUMNS)
+    rows = read_csv(train / "train.csv", TRAIN_COLUMNS)
     images = train / "images"
     if not images.is_dir():
         raise DataError(f"{images}: folder not found (expected train/images/<id>_<gender>_<race>_<age>/)")
@@ -145,7 +146,7 @@ def scan_eval(root: Path) -> Scan:
     """Scan `root/eval` (info.csv + images/<ImageID>) into unlabelled records, in info.csv order."""
     ev = _locate(Path(root), "eval", "info.csv")
     scan = Scan()
-    rows = _read_csv(ev / "info.csv", EVAL_COLUMNS)
+    rows = read_csv(ev / "info.csv", EVAL_COLUMNS)
     images = ev / "images"
     if not images.is_dir():
         raise DataError(f"{images}: folder not found (expected eval/images/<ImageID>)")
@@ -179,7 +180,7 @@ def scan_eval(root: Path) -> Scan:
 
 def read_ground_truth(path: Path) -> dict[str, int]:
     """ImageID -> class from a gt/submission CSV (ImageID, ans)."""
-    rows = _read_csv(Path(path), EVAL_COLUMNS)
+    rows = read_csv(Path(path), EVAL_COLUMNS)
     out: dict[str, int] = {}
     for i, row in enumerate(rows, start=2):
         try:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from maskclf.config import DataCfg
+from maskclf.data.mask_extra import MaskExtra, scan_mask_extra
 from maskclf.data.scan import scan_train
 from maskclf.layout import DataError, Problem, Record, Scan
 from maskclf.labels import AgeBounds
@@ -20,6 +21,7 @@ class TrainData:
     problems: list[Problem] = field(default_factory=list)
     fixes: dict[str, int] = field(default_factory=dict)
     fixes_note: str = ""
+    mask_extra: list[MaskExtra] = field(default_factory=list)  # photos with a mask label only (data.mask_extra)
 
 
 def bounds_of(data: DataCfg) -> AgeBounds:
@@ -61,7 +63,7 @@ def _usable_scan(root: Path, bounds: AgeBounds, what: str) -> Scan:
 
 
 def load_train(data: DataCfg, root: Path | None = None) -> TrainData:
-    """Scan the main train folder (+ `data.extra`), apply label fixes, and refuse fatal problems."""
+    """Scan the main train folder (+ `data.extra`, `data.mask_extra`), apply label fixes, refuse fatal problems."""
     root = root if root is not None else data.root
     if root is None:
         raise DataError("no data folder given (pass DATA_DIR or set data.root)")
@@ -79,4 +81,5 @@ def load_train(data: DataCfg, root: Path | None = None) -> TrainData:
             raise DataError(f"extra data {extra_root}: person ids also in {root}: {sorted(clash)[:5]}")
         out.extra[extra_root] = extra_scan.records
         out.problems += extra_scan.problems
+    out.mask_extra = [scan_mask_extra(Path(p)) for p in data.mask_extra]
     return out

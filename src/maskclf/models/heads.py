@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from maskclf.labels import HEADS, NUM_CLASSES, AgeBounds, combine_probs, decode, split_probs
+from maskclf.labels import HEADS, MASK_ONLY, NUM_CLASSES, AgeBounds, combine_probs, decode, mask_of, split_probs
 
 HEAD_LAYOUTS = ("single", "multihead", "separate")
 AGE_MODES = ("classes", "bins", "regression")
@@ -16,6 +16,8 @@ AGE_MODES = ("classes", "bins", "regression")
 # Regression -> soft group: P(age >= bound) = sigmoid((years - bound) / T), T in years. T shrinks for a narrow
 # middle group so that an age inside it still gives that group the highest probability.
 REGRESSION_SOFTNESS = 2.0
+
+KNOWN = "known"  # targets key: 1 for rows whose gender and age are known, 0 for mask-only photos
 
 # Unknown exact ages (eval data labelled by group only) are replaced by the midpoint of the group, taking the
 # open ends as ADULT_RANGE (photos of people aged roughly 15 to 75).
@@ -85,10 +87,25 @@ def age_bins(years: torch.Tensor, spec: HeadSpec) -> torch.Tensor:
 
 
 def make_targets(labels18: torch.Tensor, ages: torch.Tensor, spec: HeadSpec) -> dict[str, torch.Tensor]:
-    """One-hot float rows per classification head; age in years for regression (unknown ages -> group midpoint)."""
+    """One-hot float rows per classification head; age in years for regression (unknown ages -> group midpoint).
+
+    Mask-only codes (MASK_ONLY + mask, from data.mask_extra) get their mask target and all-zero gender/age rows,
+    and the targets then hold KNOWN: (N,) float, 1 where gender and age are known; losses skip the other rows.
+    """
     labels18 = torch.as_tensor(labels18, dtype=torch.long)
-    if labels18.numel() and (labels18.min() < 0 or labels18.max() >= NUM_CLASSES):
-        raise ValueError(f"labels must be in 0..{NUM_CLASSES - 1}, found {labels18.min()}..{labels18.max()}")
+    if labels18.numel() and (labels18.min() < 0 or labels18.max() >= MASK_ONLY + HEADS["mask"]):
+        raise ValueError(f"labels must be in 0..{NUM_CLASSES - 1} (or mask-only {MASK_ONLY}..{MASK_ONLY + 2}), "
+                         f"found {labels18.min()}..{labels18.max()}")
+    mask_only = labels18 >= MASK_ONLY
+    if bool(mask_only.any()):
+        if "cls" in spec.heads:
+            raise ValueError("photos with a mask label only need a mask head: use model.head=multihead or separate")
+        out = make_targets(torch.where(mask_only, mask_of(labels18) * 6, labels18), ages, spec)
+        for name in ("gender", "age"):
+            if name in out:
+                out[name] = out[name] * (~mask_only).reshape(-1, *[1] * (out[name].ndim - 1))
+        out[KNOWN] = (~mask_only).to(torch.float32)
+        return out
     mask, gender, group = decode(labels18)
     index = {"cls": labels18, "mask": mask, "gender": gender, "age": group}
     out = {}
@@ -163,10 +180,12 @@ def class_counts(labels18, ages, spec: HeadSpec) -> dict[str, np.ndarray]:
     """Training examples per class of each head (regression age: per age group, for per-sample weights)."""
     labels = torch.as_tensor(np.asarray(labels18), dtype=torch.long)
     targets = make_targets(labels, torch.as_tensor(np.asarray(ages, dtype=np.float32)), spec)
+    targets.pop(KNOWN, None)
     out = {}
     for name, t in targets.items():
         if name == "age" and spec.age_mode == "regression":
-            out[name] = np.bincount(labels.numpy() % 3, minlength=3)
+            known = labels.numpy()[labels.numpy() < MASK_ONLY]
+            out[name] = np.bincount(known % 3, minlength=3)
         else:
             out[name] = t.sum(dim=0).numpy().astype(np.int64)
     return out
