@@ -27,6 +27,7 @@ import torch
 
 from maskclf.utils.atomic import write_atomic
 from maskclf.config import load_config
+from maskclf.data.mask_extra import holdout_split, scan_mask_extra
 from maskclf.toolkit.evaluate import evaluate_submission
 from maskclf.inference.predict import predict
 from maskclf.training.fit import fit
@@ -37,8 +38,9 @@ RECIPES = {"default": [], "baseline": [REPO / "configs" / "baseline.yaml"]}
 MASKS = {"wear": 0, "incorrect": 1, "normal": 2}
 
 
-def mask_real_layout(src: Path, dst: Path, limit: int | None = None) -> dict[str, int]:
-    """mask-real photos as a competition-style eval folder (info.csv + images/); returns ImageID -> mask.
+def mask_real_layout(src: Path, dst: Path, limit: int | None = None, keep: set[str] | None = None) -> dict[str, int]:
+    """mask-real photos (those in `keep`, if given) as a competition-style eval folder (info.csv + images/);
+    returns ImageID -> mask.
 
     The folder is reused when it already holds the same images, so its face-crop cache (keyed by the folder's
     path) is detected once, not once per benchmark run.
@@ -47,7 +49,7 @@ def mask_real_layout(src: Path, dst: Path, limit: int | None = None) -> dict[str
     images.mkdir(parents=True, exist_ok=True)
     truth = {}
     with (src / "labels.csv").open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
+        rows = [r for r in csv.DictReader(fh) if keep is None or r["file"] in keep]
     if limit:
         rows = rows[::max(1, len(rows) // limit)][:limit]
     for row in rows:
@@ -64,16 +66,23 @@ def mask_real_layout(src: Path, dst: Path, limit: int | None = None) -> dict[str
     return truth
 
 
-def mask_real_scores(checkpoint: Path, work: Path, limit: int | None) -> dict:
-    layout = work / "mask-real" if limit else REPO / "bench" / "_work" / "mask-real"
-    truth = mask_real_layout(DATA / "mask-real", layout, limit)
+def mask_real_heldout(fraction: float, seed: int) -> set[str]:
+    """The mask-real files `data.mask_extra` never trains on (its seeded per-source hold-out)."""
+    return {r.key for r in holdout_split(scan_mask_extra(DATA / "mask-real"), fraction, seed)[1]}
+
+
+def mask_real_scores(checkpoint: Path, work: Path, limit: int | None, fraction: float, seed: int) -> dict:
+    """Mask accuracy and per-status recall on the held-out part of mask-real (the same photos for every row)."""
+    name = f"mask-real-heldout-{fraction:g}-{seed}"
+    layout = work / name if limit else REPO / "bench" / "_work" / name
+    truth = mask_real_layout(DATA / "mask-real", layout, limit, mask_real_heldout(fraction, seed))
     result = predict(checkpoint, layout / "eval", out=work / "mask-real.csv", progress=False)
     pred = {k: int(c) // 6 for k, c in zip(result.image_ids, result.probs.argmax(1))}
     keys = list(truth)
     y, p = np.array([truth[k] for k in keys]), np.array([pred[k] for k in keys])
     recall = {name: float((p[y == m] == m).mean()) if (y == m).any() else None for name, m in MASKS.items()}
     return {"images": len(keys), "mask_accuracy": float((y == p).mean()), "recall": recall,
-            "incorrect_recall": recall["incorrect"]}
+            "incorrect_recall": recall["incorrect"], "part": f"held-out {fraction:g} per source x mask, seed {seed}"}
 
 
 def portable(text: str) -> str:
@@ -124,11 +133,15 @@ def main(argv=None) -> int:
                       "train.epochs=1", "train.batch_size=16", "train.scheduler.params.warmup_epochs=0",
                       "prepare.detector=none"]
     cfg = load_config(RECIPES[args.recipe], overrides)
+    trained_on_real = any(Path(p).resolve() == (DATA / "mask-real").resolve() for p in cfg.data.mask_extra)
+    if trained_on_real and cfg.data.mask_extra_holdout == 0:
+        ap.error("data.mask_extra trains on mask-real: keep data.mask_extra_holdout > 0 to score on unseen photos")
     started = time.time()
     result = fit(cfg, progress=not args.quick)
     sub = predict(result.checkpoint, data / "eval", out=work / "submission.csv", progress=False)
     report = evaluate_submission(sub.submission, data / "eval" / "gt.csv", work / "eval")
-    real = mask_real_scores(result.checkpoint, work, 60 if args.quick else None)
+    real = mask_real_scores(result.checkpoint, work, 60 if args.quick else None, cfg.data.mask_extra_holdout,
+                            cfg.data.split_seed)
     row = {
         "what": args.label or f"accuracy/{args.recipe}" + ("/quick" if args.quick else ""),
         "command": "python bench/accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -137,7 +150,8 @@ def main(argv=None) -> int:
         "wall_minutes": (time.time() - started) / 60, "val_f1": result.best_f1,
         "eval_f1": report["f1"], "eval_accuracy": report["accuracy"],
         "eval_attributes": {a: {"accuracy": v["accuracy"], "f1": v["f1"]} for a, v in report["attributes"].items()},
-        "mask_real": real, "mask_real_used_for_training": False, "config": cfg.to_dict(),
+        "mask_real": real, "mask_real_used_for_training": "the other part" if trained_on_real else False,
+        "config": cfg.to_dict(),
     }
     if not args.quick:
         append_row(args.out, row)
