@@ -211,3 +211,36 @@ def test_criterion_rejects_head_losses_for_missing_heads():
 def test_criterion_regression_age_needs_one_output():
     with pytest.raises(ValueError, match="regression age head has 1 output, got 3"):
         build_criterion({"age": 3}, NamedCfg(name="ce"), {}, {}, {}, False, True)
+
+
+@pytest.mark.parametrize("loss", ["ce", "soft_f1", "sce"])
+def test_mask_only_rows_count_for_the_mask_loss_only(loss):
+    from maskclf.models.heads import head_spec, make_targets
+
+    spec = head_spec("multihead", "regression")
+    crit = build_criterion(spec.heads, NamedCfg(name=loss), {}, {}, {"mask": np.ones(3), "gender": np.ones(2)},
+                           False, True)
+    g = torch.Generator().manual_seed(0)
+    outputs = {"mask": torch.randn(4, 3, generator=g), "gender": torch.randn(4, 2, generator=g),
+               "age": torch.randn(4, generator=g) * 10 + 40}
+    labels, ages = torch.tensor([1, 18 + 2, 13, 18]), torch.tensor([40.0, float("nan"), 65.0, float("nan")])
+    total, parts = crit(outputs, make_targets(labels, ages, spec))
+    known = [0, 2]
+    _, sub = crit({k: v[known] for k, v in outputs.items()}, make_targets(labels[known], ages[known], spec))
+    assert parts["gender"] == pytest.approx(sub["gender"]) and parts["age"] == pytest.approx(sub["age"])
+    plain = make_targets(torch.tensor([1, 14, 13, 0]), ages.nan_to_num(30.0), spec)
+    assert parts["mask"] == pytest.approx(crit(outputs, plain)[1]["mask"])  # mask-only photos keep their mask loss
+    only = [1, 3]
+    _, none = crit({k: v[only] for k, v in outputs.items()}, make_targets(labels[only], ages[only], spec))
+    assert none["gender"] == none["age"] == 0.0 and none["mask"] > 0
+
+
+def test_a_batch_of_only_mask_only_photos_gives_the_gender_model_a_zero_it_can_backpropagate():
+    from maskclf.models.heads import head_spec, make_targets
+
+    spec = head_spec("separate", "classes").only("gender")
+    crit = build_criterion(spec.heads, NamedCfg(name="ce"), {}, {}, {"gender": np.ones(2)}, False, False)
+    logits = torch.randn(2, 2, requires_grad=True)
+    total, parts = crit({"gender": logits}, make_targets(torch.tensor([18, 20]), torch.full((2,), float("nan")), spec))
+    total.backward()
+    assert float(total) == 0.0 and parts == {"gender": 0.0} and logits.grad.abs().sum() == 0

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from maskclf.config import NamedCfg
+from maskclf.models.heads import KNOWN
 from maskclf.utils.named import Choices
 
 
@@ -213,10 +214,15 @@ def build_age_regression_loss(cfg: NamedCfg) -> nn.Module:
 
 
 HEAD_NAMES = ("cls", "mask", "gender", "age")
+_NEED_KNOWN = ("cls", "gender", "age")  # heads whose targets are unknown for mask-only photos
 
 
 class Criterion(nn.Module):
-    """Sum over heads of head_weight * head_loss; also returns each head's unweighted loss as a float."""
+    """Sum over heads of head_weight * head_loss; also returns each head's unweighted loss as a float.
+
+    When the targets hold KNOWN (a batch with mask-only photos), the gender and age losses use only the rows
+    whose gender and age are known (after Mixup/CutMix: rows that mixed in no mask-only photo).
+    """
 
     def __init__(self, losses: dict[str, nn.Module], weights: dict[str, float]):
         super().__init__()
@@ -224,13 +230,23 @@ class Criterion(nn.Module):
         self.weights = dict(weights)
 
     def forward(self, outputs: dict, targets: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        total, parts = 0.0, {}
+        total, parts = None, {}
+        known = targets.get(KNOWN)
         for head, loss_fn in self.losses.items():
             if head not in outputs or head not in targets:
                 raise KeyError(f"head '{head}' missing from outputs {sorted(outputs)} or targets {sorted(targets)}")
-            value = loss_fn(outputs[head], targets[head])
+            out, target = outputs[head], targets[head]
+            if known is not None and head in _NEED_KNOWN:
+                keep = known >= 1.0 - 1e-6
+                if not bool(keep.any()):
+                    parts[head] = 0.0
+                    continue
+                out, target = out[keep], target[keep]
+            value = loss_fn(out, target)
             parts[head] = float(value.detach())
-            total = total + self.weights[head] * value
+            total = self.weights[head] * value if total is None else total + self.weights[head] * value
+        if total is None:  # every row of every head was unknown: a zero that still back-propagates
+            total = sum(o.float().sum() for o in outputs.values()) * 0.0
         return total, parts
 
 
