@@ -136,6 +136,9 @@ class AugmentCfg(_Section):
     cutmix: float = Field(0.0, ge=0.0, le=1.0)  # probability of applying CutMix to a batch
     cutmix_mode: Literal["box", "vertical"] = "box"
     mix_alpha: float = Field(1.0, gt=0.0)
+    # Probability of painting a fresh random mask (worn, or below the nose / on the chin) on a bare training crop
+    # each time it is drawn, relabelled to match; needs face landmarks (prepare.detector yuface or mtcnn).
+    paint_masks: float = Field(0.0, ge=0.0, le=1.0)
 
 
 class TrainCfg(_Section):
@@ -169,6 +172,9 @@ class TrainCfg(_Section):
     # on utkmask, offsets tuned on a 20 % person hold-out lowered eval macro F1 (0.543 -> 0.536); the hold-out's
     # >=60 people were easier than eval's. Worth trying with larger validation sets (e.g. tuned on CV out-of-fold).
     calibrate: bool = False
+    # After the run, train again from scratch on train + validation for the epochs each model's hold-out picked
+    # (best epoch + 1); best.pt then holds that refit model, with no validation score (holdout.pt keeps the other).
+    refit: bool = False
 
     @field_validator("head_losses")
     @classmethod
@@ -195,10 +201,16 @@ class Config(_Section):
     run: RunCfg = Field(default_factory=RunCfg)
 
     @model_validator(mode="after")
-    def _mask_only_needs_a_mask_head(self) -> "Config":
+    def _needs(self) -> "Config":
         if self.data.mask_extra and self.model.head == "single":
             raise ValueError("data.mask_extra photos have a mask label only, which the single 18-class head cannot "
                              "learn from; use model.head=multihead or separate")
+        if self.train.refit and self.train.scheduler.name == "plateau":
+            raise ValueError("train.refit replays the hold-out's epoch count, but a plateau schedule follows "
+                             "validation scores, which a refit on everyone has none of; pick another scheduler")
+        if self.train.augment.paint_masks > 0 and self.prepare.detector in ("haar", "none"):
+            raise ValueError(f"train.augment.paint_masks draws masks from face landmarks, which "
+                             f"prepare.detector={self.prepare.detector} does not give; use yuface or mtcnn")
         return self
 
     def to_dict(self) -> dict[str, Any]:

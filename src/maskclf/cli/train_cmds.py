@@ -93,8 +93,19 @@ def format_summary(s: dict) -> str:
         f"  {s['train_images']} train / {s['val_images']} val images, {s['images_per_s']:.0f} img/s, "
         f"wall {s['wall_seconds'] / 60:.1f} min" + (f", {len(s['skipped_images'])} unreadable skipped"
                                                     if s["skipped_images"] else ""),
+        *_data_notes(s),
         f"  checkpoint {s['run_dir']}/best.pt   TensorBoard: tensorboard --logdir {s['run_dir']}/tb",
     ])
+
+
+def _data_notes(s: dict) -> list[str]:
+    """Lines on what changed the training data: people left out for their age, mask-only photos added."""
+    dropped, extra, notes = s.get("dropped_people") or {}, s.get("mask_only_images", 0), []
+    if dropped.get("ages"):
+        notes.append(f"  {dropped['people']} people aged {dropped['ages']} left out of training (data.drop_ages)")
+    if extra:
+        notes.append(f"  {extra} photos with a mask label only (data.mask_extra)")
+    return notes
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

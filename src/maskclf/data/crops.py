@@ -65,6 +65,25 @@ def training_records(data: TrainData, split: Split, drop_ages: list[int]) -> tup
     return keep(train_recs), {root: keep(recs) for root, recs in data.extra.items()}, dropped
 
 
+def _train_set(cfg: Config, data: TrainData, main: tuple[np.ndarray, list[Record]], extra_recs: dict,
+               skipped: dict, progress: bool) -> CropSet:
+    """The training crops: the main folder's, the extra folders' people, then the mask-only photos drawn."""
+    parts = [(main[0], main[1], data.root)]
+    for root, extra in extra_recs.items():
+        ex_images, ex_recs, ex_skipped = cached_crops(extra, root, cfg.prepare, cfg.data.cache_dir, progress)
+        parts.append((ex_images, ex_recs, root))
+        skipped.update(ex_skipped)
+    n_main = sum(len(p[1]) for p in parts)
+    for extra in data.mask_extra:
+        trained = holdout_split(extra, cfg.data.mask_extra_holdout, cfg.data.split_seed)[0]
+        ex_images, ex_recs, ex_skipped = cached_crops(trained, extra.root, cfg.prepare, cfg.data.cache_dir, progress)
+        pick = mask_extra_draw(len(ex_recs), n_main, cfg.data.mask_extra_ratio, cfg.data.split_seed)
+        parts.append((ex_images[pick], [ex_recs[i] for i in pick], extra.root))
+        skipped.update(ex_skipped)
+    marks = np.concatenate([cached_landmarks(p[1], p[2], cfg.prepare, cfg.data.cache_dir) for p in parts])
+    return to_cropset(np.concatenate([p[0] for p in parts]), [r for p in parts for r in p[1]], marks)
+
+
 def crops_for(cfg: Config, data: TrainData, split: Split, progress: bool = True) -> tuple[CropSet, CropSet, dict]:
     """(train set incl. extra people and mask-only photos, validation set, skipped images) for a split of `data`.
 
@@ -78,19 +97,16 @@ def crops_for(cfg: Config, data: TrainData, split: Split, progress: bool = True)
     images, recs, skipped = cached_crops(train_recs + val_recs, data.root, cfg.prepare, cfg.data.cache_dir, progress)
     val_keys = {r.key for r in val_recs}
     is_val = np.array([r.key in val_keys for r in recs])
-    train_parts = [(images[~is_val], [r for r, v in zip(recs, is_val) if not v], data.root)]
-    for root, extra in extra_recs.items():
-        ex_images, ex_recs, ex_skipped = cached_crops(extra, root, cfg.prepare, cfg.data.cache_dir, progress)
-        train_parts.append((ex_images, ex_recs, root))
-        skipped.update(ex_skipped)
-    n_main = sum(len(p[1]) for p in train_parts)
-    for extra in data.mask_extra:
-        trained = holdout_split(extra, cfg.data.mask_extra_holdout, cfg.data.split_seed)[0]
-        ex_images, ex_recs, ex_skipped = cached_crops(trained, extra.root, cfg.prepare, cfg.data.cache_dir, progress)
-        pick = mask_extra_draw(len(ex_recs), n_main, cfg.data.mask_extra_ratio, cfg.data.split_seed)
-        train_parts.append((ex_images[pick], [ex_recs[i] for i in pick], extra.root))
-        skipped.update(ex_skipped)
-    marks = np.concatenate([cached_landmarks(p[1], p[2], cfg.prepare, cfg.data.cache_dir) for p in train_parts])
-    train = to_cropset(np.concatenate([p[0] for p in train_parts]), [r for p in train_parts for r in p[1]], marks)
+    main = (images[~is_val], [r for r, v in zip(recs, is_val) if not v])
+    train = _train_set(cfg, data, main, extra_recs, skipped, progress)
     val = to_cropset(images[is_val], [r for r, v in zip(recs, is_val) if v])
     return train, val, skipped
+
+
+def refit_crops(cfg: Config, data: TrainData, split: Split, progress: bool = True) -> tuple[CropSet, dict]:
+    """(train set, skipped images) of `train.refit`: the split's train and validation people together, labelled
+    and filtered as training data (data.age_bounds, data.drop_ages), with the extra and mask-only photos."""
+    everyone = Split(train=sorted(split.train + split.val), val=[], method=f"{split.method}+refit", seed=split.seed)
+    train_recs, extra_recs, _ = training_records(data, everyone, cfg.data.drop_ages)
+    images, recs, skipped = cached_crops(train_recs, data.root, cfg.prepare, cfg.data.cache_dir, progress)
+    return _train_set(cfg, data, (images, recs), extra_recs, skipped, progress), skipped

@@ -17,16 +17,20 @@ import numpy as np
 
 from maskclf import __version__
 from maskclf.config import Config
-from maskclf.data.crops import crops_for, load_split
+from maskclf.data.crops import crops_for, load_split, refit_crops, training_records
 from maskclf.data.loader import CropSet
-from maskclf.data.train_data import TrainData, bounds_of, load_train
+from maskclf.data.paint_masks import MaskPainter
+from maskclf.data.splits import Split
+from maskclf.data.train_data import TrainData, bounds_of, load_train, truth_bounds_of
 from maskclf.inference.calibrate import search_offsets
+from maskclf.labels import MASK_ONLY
 from maskclf.metrics import score_probs
 from maskclf.models.heads import HeadSpec, head_spec
 from maskclf.models.pretrained import check_pretrained
 from maskclf.training.build import build_member, fitted_schedule, loop_plan, member_plan
 from maskclf.training.checks import check_config
-from maskclf.training.member import MemberParts, RunContext, combined_val_probs, train_member, write_final_figures
+from maskclf.training.member import (MemberParts, RunContext, combined_val_probs, refit_member, train_member,
+                                     write_final_figures)
 from maskclf.training.snapshot import checkpoint_payload
 from maskclf.training.state import MemberState, RunProgress, load_last, restore_training
 from maskclf.utils.atomic import write_atomic
@@ -35,6 +39,9 @@ from maskclf.utils.formats import VAL_PROBS, write_oof
 from maskclf.utils.rundir import git_commit, load_run_config, new_run_dir, save_config, write_summary
 from maskclf.utils.runtime import Dist, barrier, broadcast, init_distributed, resolve_device, seed_everything
 from maskclf.utils.tracking import NullTracker, Tracker, repair_log
+
+
+HOLDOUT = "holdout.pt"  # with train.refit: the model picked on the hold-out, before the refit on everyone
 
 
 @dataclass
@@ -60,6 +67,7 @@ class _Session:
     dist: Dist
     show: bool
     data: TrainData
+    split: Split
     sets: tuple[CropSet, CropSet]
     skipped: dict
     progress: RunProgress
@@ -91,6 +99,8 @@ def fit(cfg: Config | None, resume: Path | None = None, progress: bool = True, r
     spec = head_spec(cfg.model.head, cfg.model.age, bounds_of(cfg.data), cfg.model.age_bin_width)
     members = _train_all(s, spec, on_epoch, clock)
     result = _finish(s, spec, members)
+    if cfg.train.refit:
+        result = _refit(s, spec, members, result)
     barrier(dist)
     return result
 
@@ -135,7 +145,8 @@ def _open(cfg: Config, run_dir: Path | None, resuming: bool, device, dist: Dist,
         progress = load_last(run_dir / "last.pt")
         if dist.main:
             repair_log(run_dir, progress.log_row)  # metrics.jsonl ends at the epoch last.pt holds
-    return _Session(cfg, run_dir, device, dist, show, data, sets, skipped, progress, earlier=progress.wall_seconds)
+    return _Session(cfg, run_dir, device, dist, show, data, split, sets, skipped, progress,
+                    earlier=progress.wall_seconds)
 
 
 def report_data(data: TrainData, label_fixes: str, shown: int = 5) -> None:
@@ -153,6 +164,8 @@ def report_data(data: TrainData, label_fixes: str, shown: int = 5) -> None:
 
 def _crops(cfg: Config, data: TrainData, split, show: bool) -> tuple[tuple[CropSet, CropSet], dict]:
     train_set, val_set, skipped = crops_for(cfg, data, split, progress=show)
+    if cfg.train.augment.paint_masks > 0:
+        train_set.paint = MaskPainter(cfg.train.augment.paint_masks, cfg.train.seed)
     return (train_set, val_set), skipped
 
 
@@ -222,7 +235,7 @@ def _finish(s: _Session, spec: HeadSpec, members: dict[str, tuple[MemberParts, M
     """Score the best weights on validation, write best.pt, the report, the summary and val_probs.csv."""
     cfg, run_dir, (train_set, val_set) = s.cfg, s.run_dir, s.sets
     probs = combined_val_probs({n: m for n, (m, _) in members.items()}, val_set, s.device, progress=s.show)
-    report = score_probs(val_set.labels, probs, bounds_of(cfg.data))
+    report = score_probs(val_set.labels, probs, truth_bounds_of(cfg.data))
     states = {n: st for n, (_, st) in members.items()}
     best_epoch = max(st.best_epoch for st in states.values())
     payload = checkpoint_payload(cfg, spec, {n: st.best_state for n, st in states.items()},
@@ -238,7 +251,7 @@ def _finish(s: _Session, spec: HeadSpec, members: dict[str, tuple[MemberParts, M
                        "note": "val_f1_after is tuned on this validation set, so it is optimistic"}
     summary = _summary(s, states, report, calibration, best_epoch)
     if s.dist.main:
-        save_checkpoint(run_dir / "best.pt", payload)
+        save_checkpoint(run_dir / (HOLDOUT if cfg.train.refit else "best.pt"), payload)
         write_final_figures(run_dir, report)
         write_summary(run_dir, summary)
         text = json.dumps(report, indent=1).encode()
@@ -246,6 +259,42 @@ def _finish(s: _Session, spec: HeadSpec, members: dict[str, tuple[MemberParts, M
         by_key = {r.key: r for r in s.data.records}
         write_oof(run_dir / VAL_PROBS, [by_key[k] for k in val_set.keys], probs)
     return FitResult(run_dir, report["f1"], best_epoch, summary, run_dir / "best.pt", probs, val_set.keys)
+
+
+def _refit(s: _Session, spec: HeadSpec, members: dict[str, tuple[MemberParts, MemberState]],
+           holdout: FitResult) -> FitResult:
+    """train.refit: train every member again on train + validation for the epochs its hold-out run picked.
+
+    best.pt then holds the refit weights (refit=True, no validation score); the hold-out model stays as holdout.pt.
+    """
+    cfg = s.cfg
+    epochs = {name: st.best_epoch + 1 for name, (_, st) in members.items()}
+    s.sets = None  # free the hold-out crops before gathering everyone's
+    train_set, _ = refit_crops(cfg, s.data, s.split, progress=s.show)
+    if cfg.train.augment.paint_masks > 0:
+        train_set.paint = MaskPainter(cfg.train.augment.paint_masks, cfg.train.seed)
+    run = RunContext(s.run_dir, s.device, NullTracker(), RunProgress(), lambda m: {}, s.wall, s.dist, s.show)
+    states, parts = {}, {}
+    for ms in member_plan(spec, cfg.model.head):
+        train = cfg.train.model_copy(update={"epochs": epochs[ms.name], "time_budget_min": None})
+        member_cfg = cfg.model_copy(update={"train": train})
+        seed_everything(cfg.train.seed, cfg.train.deterministic)
+        parts[ms.name] = build_member(member_cfg, ms, train_set, s.device, s.dist)
+        states[ms.name] = refit_member(parts[ms.name], train_set, loop_plan(member_cfg), run)
+    payload = checkpoint_payload(cfg, spec, {n: st.best_state for n, st in states.items()},
+                                 {n: m.spec.spec.heads for n, m in parts.items()},
+                                 next(iter(parts.values())).model.data_config)
+    payload.update(epoch=max(epochs.values()) - 1, score=None, refit={"epochs": epochs, "holdout": HOLDOUT})
+    summary = dict(holdout.summary, refit={
+        "epochs": epochs, "train_images": len(train_set), "checkpoint": "best.pt", "holdout_checkpoint": HOLDOUT,
+        "train_seconds": sum(st.train_seconds for st in states.values()),
+        "note": "val_* are the hold-out model's scores (holdout.pt); the refit model in best.pt has none"})
+    summary["wall_seconds"] = s.wall()
+    if s.dist.main:
+        save_checkpoint(s.run_dir / "best.pt", payload)
+        write_summary(s.run_dir, summary)
+    return FitResult(s.run_dir, holdout.best_f1, holdout.best_epoch, summary, s.run_dir / "best.pt",
+                     holdout.val_probs, holdout.val_keys)
 
 
 def _summary(s: _Session, states: dict[str, MemberState], report: dict, calibration, best_epoch: int) -> dict:
@@ -267,6 +316,9 @@ def _summary(s: _Session, states: dict[str, MemberState], report: dict, calibrat
         "world_size": int(os.environ.get("WORLD_SIZE", 1)),
         "train_images": len(train_set), "val_images": len(val_set),
         "skipped_images": s.skipped, "label_fixes": s.data.fixes, "techniques": techniques(cfg),
+        "dropped_people": {"ages": cfg.data.drop_ages,
+                           "people": len(training_records(s.data, s.split, cfg.data.drop_ages)[2])},
+        "mask_only_images": int((train_set.labels >= MASK_ONLY).sum()),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
 
@@ -280,4 +332,6 @@ def techniques(cfg: Config) -> dict:
         "class_weighted": t.class_weighted, "sampler": t.sampler.name, "augment": t.augment.preset,
         "mixup": t.augment.mixup, "cutmix": t.augment.cutmix, "ema": t.ema, "optimizer": t.optimizer.name,
         "scheduler": t.scheduler.name, "freeze": cfg.model.freeze, "extra_data": [str(p) for p in cfg.data.extra],
+        "age_bounds": list(cfg.data.age_bounds), "drop_ages": cfg.data.drop_ages,
+        "mask_extra": [str(p) for p in cfg.data.mask_extra], "paint_masks": t.augment.paint_masks,
     }

@@ -157,12 +157,30 @@ def train_member(m: MemberParts, sets: tuple[CropSet, CropSet], plan: LoopPlan, 
     return state
 
 
-def _train_epoch(m: MemberParts, train_set: CropSet, plan: LoopPlan, epoch: int, run: RunContext, planned: int):
+def refit_member(m: MemberParts, train_set: CropSet, plan: LoopPlan, run: RunContext) -> MemberState:
+    """Train `m` for exactly `plan.epochs` on `train_set` with no validation (train.refit); its eval weights are
+    the state's best_state. Not checkpointed per epoch: a killed refit starts again."""
+    state = MemberState(epochs_planned=plan.epochs, stop_reason=f"refit: {plan.epochs} epochs on train + validation")
+    for epoch in range(plan.epochs):
+        stats, seen = _train_epoch(m, train_set, plan, epoch, run, plan.epochs, "refit ")
+        m.step.schedule.step_epoch()
+        state.epochs_run, state.best_epoch = epoch + 1, epoch
+        state.images_trained += seen
+        state.train_seconds += stats["seconds"]
+        if run.show:
+            print(f"{m.spec.prefix}refit epoch {epoch + 1}/{plan.epochs}  loss {stats['loss']:.4f}  "
+                  f"{stats['images_per_s']:.0f} img/s")
+    state.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in m.eval_model.state_dict().items()})
+    return state
+
+
+def _train_epoch(m: MemberParts, train_set: CropSet, plan: LoopPlan, epoch: int, run: RunContext, planned: int,
+                 what: str = ""):
     """One epoch over this rank's slice of the epoch order: (engine stats, images seen)."""
     m.model.set_epoch(epoch)
     order = epoch_order(len(train_set), plan.seed, epoch, m.sampler)[run.dist.rank::run.dist.world]
     gen = torch.Generator(device=run.device).manual_seed(plan.seed * 100_003 + epoch)
-    desc = f"{m.spec.prefix}epoch {epoch + 1}/{planned}"
+    desc = f"{m.spec.prefix}{what}epoch {epoch + 1}/{planned}"
     stats = train_one_epoch(m.train_model, train_set, order, m.step, run.device, gen, desc if run.show else None)
     return stats, len(order)
 
