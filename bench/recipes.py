@@ -27,6 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "recipes.json"
 TABLE = REPO / "bench" / "RECIPES.md"
 EXTRA = REPO / "bench" / "_work" / "extra-elderly"
+SHARED = REPO.parent / "shared"
+MASK_REAL = SHARED / "data" / "mask-real"
+# The winners' boundary-age trick: people aged within two years below a bound are left out of training.
+BOUNDARY_AGES = "data.drop_ages=[27,28,29,57,58,59]"
 
 # The base every row starts from: a CPU-friendly pretrained start and the competition's favourite augmentation.
 BASE = ["model.backbone=mobilenetv2_100", "model.pretrained=wheel", "train.augment.preset=custom",
@@ -45,6 +49,14 @@ ROWS: dict[str, list[str]] = {
     "separate": ["model.head=separate"],  # the three models share the budget
     "scratch_resnet18": ["model.head=multihead", "model.backbone=resnet18", "model.pretrained="],
     "external_elderly": ["model.head=multihead", f"data.extra=[{EXTRA}]"],
+    "drop_boundary_ages": ["model.head=multihead", BOUNDARY_AGES],
+    "old_bound_58": ["model.head=multihead", "data.age_bounds=[30,58]"],  # scored against the 30/60 truth
+    "old_bound_59": ["model.head=multihead", "data.age_bounds=[30,59]"],
+    "mask_real_70": ["model.head=multihead", f"data.mask_extra=[{MASK_REAL}]"],  # scored on the other 30 %
+    "paint_masks": ["model.head=multihead", "train.augment.paint_masks=0.5"],
+    "refit": ["model.head=multihead", "train.refit=true"],  # a second epoch on train + validation
+    "combined": ["model.head=multihead", BOUNDARY_AGES, "data.age_bounds=[30,58]", f"data.mask_extra=[{MASK_REAL}]",
+                 "train.augment.paint_masks=0.5", "train.refit=true"],
 }
 
 
@@ -55,14 +67,19 @@ def prepare_extra() -> None:
     subprocess.run([sys.executable, "-m", "maskclf", "prepare", str(EXTRA), "--splits", "train"], check=True)
 
 
-def run_row(name: str, budget: float, threads: int) -> None:
+def label(name: str, seed: int) -> str:
+    """A row's name in the results: the row itself for seed 0, `row@seedN` for the others."""
+    return name if seed == 0 else f"{name}@seed{seed}"
+
+
+def run_row(name: str, budget: float, threads: int, seed: int = 0) -> None:
     if name == "external_elderly":
         prepare_extra()  # not part of the training budget; first in the queue, so it overlaps other rows
-    cmd = [sys.executable, str(REPO / "bench" / "accuracy.py"), "--budget-min", str(budget), "--label", name,
-           "--out", str(RESULTS), "--threads", str(threads)]
-    for o in BASE + ROWS[name]:
+    cmd = [sys.executable, str(REPO / "bench" / "accuracy.py"), "--budget-min", str(budget),
+           "--label", label(name, seed), "--out", str(RESULTS), "--threads", str(threads)]
+    for o in BASE + ROWS[name] + [f"train.seed={seed}"]:
         cmd += ["--set", o]
-    log = REPO / "bench" / "_work" / f"recipe-{name}.log"
+    log = REPO / "bench" / "_work" / f"recipe-{label(name, seed)}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     print(f"[recipes] {name}: running (log {log.relative_to(REPO)})", flush=True)
     with log.open("w") as fh:
@@ -74,7 +91,7 @@ def run_row(name: str, budget: float, threads: int) -> None:
 
 def shown(overrides: list[str]) -> str:
     """A row's overrides as a reader should see them: paths relative to the repository."""
-    return " ".join(overrides).replace(str(REPO) + "/", "")
+    return " ".join(overrides).replace(str(SHARED) + "/", "../shared/").replace(str(REPO) + "/", "")
 
 
 def render() -> None:
@@ -83,24 +100,38 @@ def render() -> None:
     lines = ["# Techniques on utkmask: one base recipe, one change per row", "",
              f"Base overrides: `{' '.join(BASE)}`. Trained on utkmask/train (person hold-out), scored on "
              "utkmask/eval and mask-real. Rendered by `bench/recipes.py --render` from bench/results/recipes.json.",
-             "", "| row | change | val F1 | eval macro F1 | mask / gender / age acc | mask-real acc | train min | epochs | date |",
+             "", "| row | change | val F1 | eval macro F1 | mask, gender, age acc | mask-real acc | train min | epochs | date |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name in ROWS:
-        r = latest.get(name)
-        if r is None:
+        runs = [latest[k] for k in sorted(latest) if k == name or k.startswith(f"{name}@seed")]
+        if not runs:
             lines.append(f"| {name} | `{shown(ROWS[name])}` | not run yet | | | | | | |")
             continue
-        a = r["eval_attributes"]
-        lines.append(f"| {name} | `{shown(ROWS[name])}` | {r['val_f1']:.3f} | {r['eval_f1']:.3f} | "
-                     f"{a['mask']['accuracy']:.3f} / {a['gender']['accuracy']:.3f} / {a['age']['accuracy']:.3f} | "
-                     f"{r['mask_real']['mask_accuracy']:.3f} | {r['train_minutes']:.1f} | {r['epochs']} | {r['date']} |")
+        lines.append(f"| {name} | `{shown(ROWS[name])}` | " + " | ".join(_cells(runs)) + " |")
     lines += ["", "Conditions: one epoch of the base recipe per row (96 px, no warm-up), two rows at a time with one torch "
               "thread each on a 2-core machine that also ran other jobs, so *train min* varies with the load; rows "
               "that cost more per epoch (three separate models, a ResNet18, 2.2x the people with the external "
               "elderly) report their own larger training minutes, because a run is never cut inside an epoch. "
-              "One seed, one split: differences of about 0.02 are within run-to-run noise.",
+              "Several values in a cell are the runs with train.seed 0, 1, ... (`--seeds 0 1`), same split; "
+              "differences of about 0.02 are within run-to-run noise. mask-real acc is scored on the photos "
+              "data.mask_extra never trains on (a seeded 30 % of every source x mask status); rows dated before "
+              "2026-12-01 were scored on all of mask-real.",
               "", "Reproduce a row: `.venv/bin/python bench/recipes.py --only ROW` (same budget for every row)."]
     TABLE.write_text("\n".join(lines) + "\n")
+
+
+def _cells(runs: list[dict]) -> list[str]:
+    """A row's result cells, one value per seed run (seed 0 first) joined by ' / '."""
+    def each(get) -> str:
+        return " / ".join(get(r) for r in runs)
+
+    def attrs(r: dict) -> str:
+        a = r["eval_attributes"]
+        return f"{a['mask']['accuracy']:.3f}, {a['gender']['accuracy']:.3f}, {a['age']['accuracy']:.3f}"
+
+    return [each(lambda r: f"{r['val_f1']:.3f}"), each(lambda r: f"{r['eval_f1']:.3f}"), each(attrs),
+            each(lambda r: f"{r['mask_real']['mask_accuracy']:.3f}"), each(lambda r: f"{r['train_minutes']:.1f}"),
+            each(lambda r: str(r["epochs"])), runs[-1]["date"]]
 
 
 def main(argv=None) -> int:
@@ -109,12 +140,14 @@ def main(argv=None) -> int:
     ap.add_argument("--budget-min", type=float, default=6.0, help="training minutes per row (default 6)")
     ap.add_argument("--jobs", type=int, default=2, help="rows run at once (default 2)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per row (default 1)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="train.seed of each run of a row (default 0)")
     ap.add_argument("--render", action="store_true", help="only rebuild bench/RECIPES.md")
     args = ap.parse_args(argv)
     if not args.render:
         names = sorted(args.only or ROWS, key=lambda n: n != "external_elderly")
+        jobs = [(n, seed) for n in names for seed in args.seeds]
         with ThreadPoolExecutor(args.jobs) as pool:
-            list(pool.map(lambda n: run_row(n, args.budget_min, args.threads), names))
+            list(pool.map(lambda job: run_row(job[0], args.budget_min, args.threads, job[1]), jobs))
     render()
     return 0
 

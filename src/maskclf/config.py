@@ -205,6 +205,9 @@ class Config(_Section):
         if self.data.mask_extra and self.model.head == "single":
             raise ValueError("data.mask_extra photos have a mask label only, which the single 18-class head cannot "
                              "learn from; use model.head=multihead or separate")
+        if self.data.mask_extra and self.train.sampler.name != "none":
+            raise ValueError(f"train.sampler={self.train.sampler.name} balances the 18 classes, which data.mask_extra "
+                             "photos (mask label only) have none of; use data.mask_extra_ratio to set their share")
         if self.train.refit and self.train.scheduler.name == "plateau":
             raise ValueError("train.refit replays the hold-out's epoch count, but a plateau schedule follows "
                              "validation scores, which a refit on everyone has none of; pick another scheduler")

@@ -31,6 +31,7 @@ def mask_folder(tiny_data, tmp_path):
     return root
 
 
+@pytest.mark.slow
 def test_refit_trains_on_everyone_for_the_picked_epochs(tiny_data, crops, tmp_path):
     r = fit(_cfg(tiny_data, crops, tmp_path, "train.epochs=2", "train.refit=true"), progress=False)
     best, holdout = load_checkpoint(r.run_dir / "best.pt"), load_checkpoint(r.run_dir / "holdout.pt")
@@ -61,6 +62,7 @@ def test_mask_only_photos_and_dropped_ages_train(tiny_data, crops, tmp_path, mas
     assert r.summary["val_images"] + r.summary["train_images"] == 168 + 9 - 7 * r.summary["dropped_people"]["people"]
 
 
+@pytest.mark.slow
 def test_painted_masks_train_from_cached_landmarks(tiny_data, tmp_path):
     r = fit(_cfg(tiny_data, tmp_path / "cache", tmp_path, "train.epochs=1", "prepare.detector=yuface",
                  "train.augment.paint_masks=1.0"), progress=False)

@@ -41,3 +41,17 @@ def test_render_keeps_the_latest_row_and_marks_missing_ones(recipes, tmp_path, m
     focal = next(line for line in table.splitlines() if line.startswith("| focal |"))
     assert "0.345" in focal and "0.200" not in focal  # a rerun replaces the earlier row
     assert "| cutmix |" in table and "not run yet" in table
+
+
+def test_render_shows_every_seed_of_a_row(recipes, tmp_path, monkeypatch):
+    attrs = {a: {"accuracy": 0.5, "f1": 0.5} for a in ("mask", "gender", "age")}
+    row = {"what": "paint_masks", "val_f1": 0.1, "eval_f1": 0.611, "eval_attributes": attrs, "train_minutes": 5.0,
+           "epochs": 1, "date": "2026-01-01", "mask_real": {"mask_accuracy": 0.6}}
+    results = tmp_path / "recipes.json"
+    results.write_text(json.dumps([row, {**row, "what": "paint_masks@seed1", "eval_f1": 0.622}]))
+    monkeypatch.setattr(recipes, "RESULTS", results)
+    monkeypatch.setattr(recipes, "TABLE", tmp_path / "RECIPES.md")
+    recipes.render()
+    line = next(x for x in (tmp_path / "RECIPES.md").read_text().splitlines() if x.startswith("| paint_masks |"))
+    assert "0.611 / 0.622" in line
+    assert recipes.label("paint_masks", 0) == "paint_masks" and recipes.label("paint_masks", 1) == "paint_masks@seed1"
