@@ -11,7 +11,8 @@ from maskclf.config import load_config
 from maskclf.inference import onnx_export
 from maskclf.inference.onnx_export import ParityError, check_crops, export_onnx
 from maskclf.inference.onnx_model import load_onnx
-from maskclf.inference.predict import load_model, predict, predict_probs, read_probs
+from maskclf.inference.predict import load_model, predict, predict_probs
+from maskclf.utils.formats import read_probs
 from maskclf.training.fit import fit
 from maskclf.utils.checkpoint import CheckpointError
 
