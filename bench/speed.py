@@ -9,7 +9,12 @@ One run, the same images, model (timm resnet18 + one 18-class head), square inpu
 `prepare` (the default detector on the 384x512 images) runs once first; loaders alone (no model), full training
 steps and batch prediction on the cached crops are then measured in interleaved rounds (median reported).
 
-Usage: python bench/speed.py [--quick] [--images N] [--data DATA_DIR] [--out-dir DIR]
+Inference (`--part inference`, also part of the default `all`): the default model (random weights: speed only)
+with the default detector on real photos from mask-real: `detect` faces/s, batch prediction of face crops with
+torch and with ONNX Runtime in the same run, and `maskclf serve` requests/s with p50/p95 latency under 8
+concurrent clients on 127.0.0.1 (bounded in count and time). Each figure is stored with the load average.
+
+Usage: python bench/speed.py [--quick] [--part all|training|inference] [--images N] [--data DATA_DIR] [--out-dir DIR]
 """
 
 from __future__ import annotations
@@ -23,23 +28,30 @@ import os
 import platform
 import statistics
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
+import requests
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
-from maskclf.config import ModelCfg, PrepareCfg, TrainCfg
+from maskclf.config import Config, ModelCfg, PrepareCfg, TrainCfg
 from maskclf.data.crops import cached_crops, to_cropset
 from maskclf.data.scan import scan_train
-from maskclf.faces.detect import default_workers
+from maskclf.faces.detect import default_workers, detector_for, process_image
+from maskclf.inference.detect import FacePipeline, detect
 from maskclf.inference.forward import predict_outputs
+from maskclf.inference.onnx_export import write_onnx
+from maskclf.inference.onnx_model import load_onnx
+from maskclf.inference.predict import LoadedModel, predict_probs
 from maskclf.training.engine import StepParts, train_one_epoch
 from maskclf.data.loader import epoch_order, iterate
 from maskclf.training.losses import build_criterion
@@ -50,12 +62,16 @@ from maskclf.models.heads import head_spec, make_targets
 from maskclf.data.transforms import build_augment, build_eval_transform
 
 BENCH = Path(__file__).resolve().parent
-DEFAULT_DATA = Path(os.environ.get("MASKCLF_DATA", BENCH.parents[1] / "shared" / "data")) / "utkmask"
+DATA_ROOT = Path(os.environ.get("MASKCLF_DATA", BENCH.parents[1] / "shared" / "data"))
+DEFAULT_DATA = DATA_ROOT / "utkmask"
+DEFAULT_PHOTOS = DATA_ROOT / "mask-real"
 COMPETITION_SIZE = (384, 512)  # width, height of the competition's photos
 JPEG_QUALITY = 95
 BASELINE_MEAN, BASELINE_STD = (0.548, 0.504, 0.479), (0.237, 0.247, 0.246)  # the baseline's dataset statistics
 CPU = torch.device("cpu")
 MARKERS = ("<!-- speed:begin -->", "<!-- speed:end -->")
+INFERENCE_MARKERS = ("<!-- speed-inference:begin -->", "<!-- speed-inference:end -->")
+PREDICT_TARGET = 150.0  # images/s of the default model with ONNX Runtime on 2 cores
 
 
 @dataclass(frozen=True)
@@ -71,6 +87,19 @@ class Settings:
 
 
 QUICK = Settings(images=28, batch=4, size=64, rounds=1, train_batches=1, min_seconds=0.1)
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    photos: int = 200  # real photos for `detect`
+    crops: int = 512  # face crops per batch-predict measurement
+    rounds: int = 2  # torch and ONNX Runtime alternate
+    requests: int = 200  # server requests in total (bounded by max_seconds too)
+    clients: int = 8
+    max_seconds: float = 60.0
+
+
+INFERENCE_QUICK = InferenceSettings(photos=4, crops=16, rounds=1, requests=16, max_seconds=20.0)
 
 
 def to_competition_size(src: Path, dst: Path) -> None:
@@ -307,19 +336,162 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(report: dict, out_dir: Path) -> None:
-    """`results/speed.json` and the speed section of RESULTS.md (between markers; the rest is kept)."""
-    (out_dir / "results").mkdir(parents=True, exist_ok=True)
-    (out_dir / "results" / "speed.json").write_text(json.dumps(report, indent=2) + "\n")
-    md = out_dir / "RESULTS.md"
+def write_section(md: Path, markers: tuple[str, str], body: str) -> None:
+    """Replace the section between `markers` in `md` (or append it); the rest of the file is kept."""
     text = md.read_text() if md.exists() else "# Benchmark results\n"
-    block = f"{MARKERS[0]}\n{render_markdown(report)}{MARKERS[1]}"
-    if MARKERS[0] in text and MARKERS[1] in text:
-        head, rest = text.split(MARKERS[0], 1)
-        text = head + block + rest.split(MARKERS[1], 1)[1]
+    block = f"{markers[0]}\n{body}{markers[1]}"
+    if markers[0] in text and markers[1] in text:
+        head, rest = text.split(markers[0], 1)
+        text = head + block + rest.split(markers[1], 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     md.write_text(text)
+
+
+def write_results(report: dict, out_dir: Path) -> None:
+    """`results/speed.json` (training) and/or `results/speed_inference.json`, and their sections of RESULTS.md."""
+    (out_dir / "results").mkdir(parents=True, exist_ok=True)
+    if "median" in report:
+        (out_dir / "results" / "speed.json").write_text(json.dumps(report, indent=2) + "\n")
+        write_section(out_dir / "RESULTS.md", MARKERS, render_markdown(report))
+    if "inference" in report:
+        (out_dir / "results" / "speed_inference.json").write_text(json.dumps(report, indent=2) + "\n")
+        write_section(out_dir / "RESULTS.md", INFERENCE_MARKERS, render_inference(report))
+
+
+def load_now() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def default_model(cfg: Config) -> LoadedModel:
+    """The default config's model with random weights (throughput does not depend on them)."""
+    torch.manual_seed(0)
+    spec = head_spec(cfg.model.head, cfg.model.age, bin_width=cfg.model.age_bin_width)
+    model = build_model(cfg.model.model_copy(update={"pretrained": ""}), spec.heads).eval()
+    dc = model.data_config
+    return LoadedModel(cfg, spec, {"main": (model, spec)}, Path("default-model.pt"), tuple(dc["mean"]),
+                       tuple(dc["std"]))
+
+
+def real_photos(root: Path, n: int) -> list[Path]:
+    """`n` photos spread evenly over the sorted mask-real files."""
+    files = sorted(p for p in root.rglob("*.jpg"))
+    if not files:
+        raise SystemExit(f"no photos under {root}")
+    return [files[i] for i in np.linspace(0, len(files) - 1, min(n, len(files))).round().astype(int)]
+
+
+def detect_rate(pipe: FacePipeline, photos: list[Path]) -> dict:
+    """`detect` (decode + find every face + crop + classify) over the photos, after one untimed photo."""
+    detect(pipe, photos[:1], progress=False)
+    start = time.perf_counter()
+    result = detect(pipe, photos, progress=False)
+    wall = time.perf_counter() - start
+    faces = sum(len(r["faces"]) for r in result.images)
+    return {"photos": len(result.images), "faces": faces, "faces_per_s": round(faces / wall, 2),
+            "photos_per_s": round(len(result.images) / wall, 2), "load": load_now()}
+
+
+def predict_rates(loaded: LoadedModel, crops: np.ndarray, onnx_path: Path, rounds: int) -> dict:
+    """Batch prediction (batches of 256, eval transform included) with torch and ONNX Runtime, alternating."""
+    models = {"torch": loaded, "onnxruntime": load_onnx(onnx_path)}
+    out = {name: {"rounds": [], "load": []} for name in models}
+    for name, m in models.items():
+        predict_probs(m, crops[:8], CPU, progress=False)  # warm-up
+    for _ in range(rounds):
+        for name, m in models.items():
+            start = time.perf_counter()
+            predict_probs(m, crops, CPU, progress=False)
+            out[name]["rounds"].append(round(len(crops) / (time.perf_counter() - start), 2))
+            out[name]["load"].append(load_now())
+    for v in out.values():
+        v["images_per_s"] = round(statistics.median(v["rounds"]), 2)
+    return out
+
+
+def server_rates(pipe: FacePipeline, photo: bytes, s: InferenceSettings) -> dict:
+    """Requests/s and latency of `POST /api/detect` from `clients` threads, on a free loopback port."""
+    import uvicorn
+
+    from maskclf.toolkit.serve import create_app
+
+    server = uvicorn.Server(uvicorn.Config(create_app(pipe), host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    url, deadline, local = f"http://127.0.0.1:{port}/api/detect", time.monotonic() + s.max_seconds, threading.local()
+
+    def one(_: int) -> float | None:
+        if time.monotonic() > deadline:
+            return None
+        session = local.__dict__.setdefault("session", requests.Session())
+        t0 = time.perf_counter()
+        session.post(url, files={"file": ("photo.jpg", photo, "image/jpeg")}, timeout=30).raise_for_status()
+        return time.perf_counter() - t0
+
+    try:
+        start = time.perf_counter()
+        with ThreadPoolExecutor(s.clients) as pool:
+            latencies = [t for t in pool.map(one, range(s.requests)) if t is not None]
+        wall = time.perf_counter() - start
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+    ms = np.array(latencies) * 1000
+    return {"requests": len(latencies), "clients": s.clients, "requests_per_s": round(len(latencies) / wall, 2),
+            "p50_ms": round(float(np.percentile(ms, 50)), 1), "p95_ms": round(float(np.percentile(ms, 95)), 1),
+            "load": load_now()}
+
+
+def run_inference(s: InferenceSettings, photos_root: Path, work: Path) -> dict:
+    """Detect, batch predict (torch vs ONNX Runtime) and serve figures for the default model."""
+    cfg = Config()
+    loaded = default_model(cfg)
+    pipe = FacePipeline(loaded, detector_for(cfg.prepare), cfg.prepare, CPU)
+    photos = real_photos(photos_root, s.photos)
+    outcomes = [(p, process_image(p, pipe.detector, cfg.prepare)) for p in photos]
+    found = [c.crop for _, c in outcomes if c.crop is not None]
+    crops = np.resize(np.stack(found), (s.crops, *found[0].shape))  # real crops repeated up to the count
+    with_face = next((p for p, c in outcomes if c.face is not None), photos[0])  # what the server is sent
+    out = {"model": cfg.model.backbone, "input": cfg.train.input_size, "detector": cfg.prepare.detector,
+           "photos_source": photos_root.name, "crops": len(crops)}
+    out["detect"] = detect_rate(pipe, photos)
+    print(f"detect {out['detect']}", flush=True)
+    out["predict"] = predict_rates(loaded, crops, write_onnx(loaded, work / "default.onnx"), s.rounds)
+    print(f"predict {out['predict']}", flush=True)
+    out["serve"] = server_rates(pipe, with_face.read_bytes(), s)
+    print(f"serve {out['serve']}", flush=True)
+    ort_rate = out["predict"]["onnxruntime"]["images_per_s"]
+    out["targets"] = {f"onnxruntime predict >= {PREDICT_TARGET:g} images/s": ort_rate >= PREDICT_TARGET}
+    return out
+
+
+def render_inference(report: dict) -> str:
+    i, m = report["inference"], report["machine"]
+    p, d, v = i["predict"], i["detect"], i["serve"]
+    lines = [
+        "## Speed: using a model (detect, batch predict with torch and ONNX Runtime, serve)", "",
+        f"Command: `{report['command']}`  ", f"Date: {report['date']}  ",
+        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads, ONNX Runtime "
+        f"the same); load average {report['load_start']} at start, {report['load_end']} at end.  ",
+        f"Model: default config ({i['model']}, input {i['input']} px, random weights), detector {i['detector']}, "
+        f"photos from `{i['photos_source']}`.", "",
+        "| what | figure | 1-min load average |", "|---|---:|---|",
+        f"| `detect` on {d['photos']} real photos ({d['faces']} faces): decode + detect + crop + classify | "
+        f"{d['faces_per_s']:.1f} faces/s ({d['photos_per_s']:.1f} photos/s) | {d['load']} |",
+    ]
+    for name in ("torch", "onnxruntime"):
+        r = p[name]
+        lines.append(f"| batch predict, {name}: {i['crops']} face crops, batches of 256 (rounds "
+                     f"{', '.join(f'{x:.1f}' for x in r['rounds'])}) | {r['images_per_s']:.1f} images/s | "
+                     f"{', '.join(str(x) for x in r['load'])} |")
+    lines.append(f"| `maskclf serve`: {v['requests']} `POST /api/detect` from {v['clients']} concurrent clients on "
+                 f"127.0.0.1 | {v['requests_per_s']:.1f} requests/s, p50 {v['p50_ms']:.0f} ms, p95 "
+                 f"{v['p95_ms']:.0f} ms | {v['load']} |")
+    lines += ["", "Targets: " + "; ".join(f"{k}: {'met' if ok else 'NOT met'}" for k, ok in i["targets"].items())]
+    return "\n".join(lines) + "\n"
 
 
 def images_needed(s: Settings) -> int:
@@ -349,26 +521,38 @@ def run(s: Settings, data_root: Path, work: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny run (a few batches, one round) for the smoke test")
+    ap.add_argument("--part", default="all", choices=["all", "training", "inference"],
+                    help="which measurements to run (default all)")
     ap.add_argument("--images", type=int, help="images to benchmark (whole people of 7; default 2000, quick 28)")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="dataset in the competition layout")
+    ap.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS, help="real photos for the inference part")
     ap.add_argument("--threads", type=int, help="torch threads of the main process (default 2)")
-    ap.add_argument("--out-dir", type=Path, default=BENCH, help="writes results/speed.json and RESULTS.md here")
+    ap.add_argument("--out-dir", type=Path, default=BENCH, help="writes results/speed*.json and RESULTS.md here")
     args = ap.parse_args()
     s = QUICK if args.quick else Settings()
     s = replace(s, images=args.images or s.images, threads=args.threads or s.threads)
-    if s.images < images_needed(s):
+    if args.part != "inference" and s.images < images_needed(s):
         ap.error(f"--images {s.images} is too few for batch {s.batch}: need at least {images_needed(s)}")
     torch.set_num_threads(s.threads)
     load_start = [round(x, 2) for x in os.getloadavg()]
+    report = {}
     with tempfile.TemporaryDirectory() as tmp:
-        report = run(s, args.data, Path(tmp))
-    flags = [("--quick", args.quick), (f"--images {args.images}", args.images), (f"--threads {args.threads}", args.threads)]
+        if args.part != "inference":
+            report.update(run(s, args.data, Path(tmp)))
+        if args.part != "training":
+            report["inference"] = run_inference(INFERENCE_QUICK if args.quick else InferenceSettings(), args.photos,
+                                                Path(tmp))
+    flags = [("--quick", args.quick), (f"--part {args.part}", args.part != "all"),
+             (f"--images {args.images}", args.images), (f"--threads {args.threads}", args.threads)]
     report = {"command": " ".join(["python bench/speed.py"] + [f for f, on in flags if on]),
               "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "machine": machine(), "load_start": load_start, "load_end": [round(x, 2) for x in os.getloadavg()],
               "settings": asdict(s), **report}
     write_results(report, args.out_dir)
-    print(render_markdown(report))
+    if "median" in report:
+        print(render_markdown(report))
+    if "inference" in report:
+        print(render_inference(report))
 
 
 if __name__ == "__main__":

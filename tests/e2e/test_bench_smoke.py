@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from maskclf.config import PrepareCfg
+from maskclf.config import ModelCfg, PrepareCfg
 
 SPEED = Path(__file__).resolve().parents[2] / "bench" / "speed.py"
 MEASURES = {"baseline_loader", "maskclf_loader", "maskclf_loader_base", "maskclf_gather", "compute_train",
@@ -43,12 +43,19 @@ def test_speed_quick_writes_results_and_keeps_other_sections(tmp_path, tiny_data
     med = report["median"]
     assert report["ratios"]["compute_vs_maskclf_train"] == round(med["compute_train"] / med["maskclf_train"], 3)
     assert report["targets"]["compute_vs_maskclf_train <= 1.10"] == (report["ratios"]["compute_vs_maskclf_train"] <= 1.10)
+    inference = json.loads((tmp_path / "results" / "speed_inference.json").read_text())["inference"]
+    assert inference["model"] == ModelCfg().backbone and inference["detector"] == PrepareCfg().detector
+    assert inference["detect"]["photos"] == 4 and inference["detect"]["faces_per_s"] >= 0
+    assert set(inference["predict"]) == {"torch", "onnxruntime"}
+    assert all(v["images_per_s"] > 0 and len(v["load"]) == 1 for v in inference["predict"].values())
+    assert inference["serve"]["requests"] == 16 and inference["serve"]["p95_ms"] >= inference["serve"]["p50_ms"] > 0
     md = (tmp_path / "RESULTS.md").read_text()
     assert "## Other benchmark\nkept\n" in md and "| maskclf batch predict" in md
+    assert "| batch predict, onnxruntime" in md and "<!-- speed-inference:begin -->" in md
 
     _speed_module().write_results(report, tmp_path)  # a second run replaces the section instead of adding one
     again = (tmp_path / "RESULTS.md").read_text()
-    assert again == md and again.count("<!-- speed:begin -->") == 1
+    assert again == md and again.count("<!-- speed:begin -->") == 1 and again.count("<!-- speed-inference:begin -->") == 1
 
 
 def test_speed_refuses_too_few_images_before_any_work(tmp_path, tiny_data):

@@ -80,7 +80,8 @@ def check_crops(loaded: LoadedModel, paths: list[Path], limit: int = PARITY_IMAG
         if len(crops) == limit:
             break
     if not crops:
-        raise ValueError(f"no readable image among {[str(p) for p in paths]} for the parity check")
+        raise ValueError(f"no readable image among {[str(p) for p in paths]} for the parity check; give some photos "
+                         "(maskclf export --check PATH)")
     return np.stack(crops)
 
 
@@ -92,19 +93,12 @@ def parity(loaded: LoadedModel, exported: OnnxModel, crops: np.ndarray) -> dict:
             "argmax_agree": bool((ref.argmax(1) == got.argmax(1)).all()), "tolerance": PARITY_TOLERANCE}
 
 
-def export_onnx(checkpoint: Path, out: Path, check: list[Path] | None = None) -> ExportResult:
-    """Write `out` (.onnx) from a checkpoint, then compare ONNX Runtime with torch on real face crops.
-
-    `check` lists images or folders for the parity check (default: the checkpoint's training data). A failed
-    check raises ParityError and removes `out`.
-    """
+def write_onnx(loaded: LoadedModel, out: Path) -> Path:
+    """Write the graph of a loaded checkpoint with its metadata (config, heads, preprocessing) to `out`."""
     import onnx
 
-    loaded = load_model(checkpoint, torch.device("cpu"))
-    check = check or [Path(loaded.cfg.data.root)]
-    crops = check_crops(loaded, check)
     graph = onnx.load_from_string(onnx_bytes(loaded))
-    info = {"source": Path(checkpoint).name, "backbone": loaded.cfg.model.backbone, **loaded.info}
+    info = {"source": loaded.path.name, "backbone": loaded.cfg.model.backbone, **loaded.info}
     meta = metadata(json.dumps(loaded.cfg.to_dict()), loaded.spec, "main" not in loaded.members, loaded.mean,
                     loaded.std, loaded.offsets, info)
     for key, value in meta.items():
@@ -112,6 +106,18 @@ def export_onnx(checkpoint: Path, out: Path, check: list[Path] | None = None) ->
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, lambda fh: fh.write(graph.SerializeToString()))
+    return out
+
+
+def export_onnx(checkpoint: Path, out: Path, check: list[Path] | None = None) -> ExportResult:
+    """Write `out` (.onnx) from a checkpoint, then compare ONNX Runtime with torch on real face crops.
+
+    `check` lists images or folders for the parity check (default: the checkpoint's training data). A failed
+    check raises ParityError and removes `out`.
+    """
+    loaded = load_model(checkpoint, torch.device("cpu"))
+    crops = check_crops(loaded, check or [Path(loaded.cfg.data.root)])
+    out = write_onnx(loaded, out)
     result = parity(loaded, load_onnx(out), crops)
     if result["max_abs_diff"] > PARITY_TOLERANCE or not result["argmax_agree"]:
         out.unlink()
