@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from maskclf.config import PrepareCfg
-from maskclf.faces.detect import Detector, Face, crop_box, crop_face, detector_for, find_faces, load_rgb
+from maskclf.faces.detect import DETECT_MAX_SIDE, Detector, Face, crop_box, crop_face, detector_for, find_faces, load_rgb
 from maskclf.inference.draw import draw_faces
 from maskclf.inference.onnx_model import OnnxModel
 from maskclf.inference.predict import LoadedModel, load_any, predict_probs
@@ -45,8 +45,11 @@ class FacePipeline:
         if self.detector is None:  # trained on a fixed box per image: that box is the one "face"
             found: list[Face | None] = [None]
         else:
+            # Same detector, padding and threshold as training, but detection on at least DETECT_MAX_SIDE pixels:
+            # training photos are single faces (a small detect_side finds them), a group photo's faces are small.
+            side = max(self.prepare.detect_side, DETECT_MAX_SIDE)
             with self._lock:  # detectors keep native state (and set torch's thread count): one call at a time
-                found = find_faces(self.detector, img, self.prepare.pad, self.prepare.min_confidence, min_face)
+                found = find_faces(self.detector, img, self.prepare.pad, self.prepare.min_confidence, min_face, side)
         found = found[:max_faces] if max_faces is not None else found
         if not found:
             return []
