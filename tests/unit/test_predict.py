@@ -42,6 +42,7 @@ LAYOUTS = {
     "separate": ["model.head=separate"],
     "age bins": ["model.head=multihead", "model.age=bins"],
     "age regression": ["model.head=multihead", "model.age=regression"],
+    "moved age bounds": ["data.age_bounds=[30,40]"],  # validation labels stay in the truth bounds
 }
 
 

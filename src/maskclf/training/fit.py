@@ -21,7 +21,7 @@ from maskclf.data.crops import crops_for, load_split, refit_crops, training_reco
 from maskclf.data.loader import CropSet
 from maskclf.data.paint_masks import MaskPainter
 from maskclf.data.splits import Split
-from maskclf.data.train_data import TrainData, bounds_of, load_train, truth_bounds_of
+from maskclf.data.train_data import TrainData, bounds_of, load_train, regroup, truth_bounds_of
 from maskclf.inference.calibrate import search_offsets
 from maskclf.labels import MASK_ONLY
 from maskclf.metrics import score_probs
@@ -257,7 +257,8 @@ def _finish(s: _Session, spec: HeadSpec, members: dict[str, tuple[MemberParts, M
         text = json.dumps(report, indent=1).encode()
         write_atomic(run_dir / "val_report.json", lambda fh: fh.write(text))
         by_key = {r.key: r for r in s.data.records}
-        write_oof(run_dir / VAL_PROBS, [by_key[k] for k in val_set.keys], probs)
+        # labels as validation scores them (data.truth_age_bounds), like val_set.labels
+        write_oof(run_dir / VAL_PROBS, regroup([by_key[k] for k in val_set.keys], truth_bounds_of(cfg.data)), probs)
     return FitResult(run_dir, report["f1"], best_epoch, summary, run_dir / "best.pt", probs, val_set.keys)
 
 
