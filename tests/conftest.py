@@ -43,6 +43,46 @@ def crops(tmp_path_factory) -> Path:
     return tmp_path_factory.getbasetemp() / "tiny-crops"
 
 
+# The tiny training config training tests start from: a small test ResNet at 32 px on the CPU, no face detector,
+# no warm-up, no TensorBoard, no end-of-run report (tested in test_cli_reports). Tests add their own changes after
+# it (later settings win).
+TINY_SETS = ["model.backbone=test_resnet", "model.pretrained=", "prepare.detector=none", "prepare.size=48",
+             "train.input_size=32", "train.batch_size=16", "train.device=cpu", "train.scheduler.params.warmup_epochs=0",
+             "run.tensorboard=false", "run.report=false"]
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg(tiny_data, crops):
+    """tiny_cfg(out, *sets): the tiny config on tiny data, runs written under `out`, then `sets` applied."""
+    from maskclf.config import load_config
+
+    def make(out, *sets: str):
+        return load_config([], TINY_SETS + [f"data.root={tiny_data}", f"data.cache_dir={crops}", f"run.out_dir={out}",
+                                            *sets])
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_args(crops):
+    """tiny_args(out, *sets): the same config as `--set` arguments for a CLI command (DATA_DIR given separately)."""
+    def make(out, *sets: str) -> list[str]:
+        return [a for s in [*TINY_SETS, f"data.cache_dir={crops}", f"run.out_dir={out}", *sets] for a in ("--set", s)]
+
+    return make
+
+
+# Fixtures that train a real model: every test that uses one (directly or through another fixture) is marked
+# slow, so `-m "not slow"` gives a quick run; CI runs everything.
+TRAINING_FIXTURES = {"tiny_cfg", "tiny_args", "face_model"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 class TrainingKilled(Exception):
     """Raised by a `kill_at` hook: stands in for a run killed right after one member's epoch."""
 

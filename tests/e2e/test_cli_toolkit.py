@@ -23,9 +23,6 @@ from maskclf.utils.rundir import load_run_config
 from maskclf.models.heads import probs18
 from maskclf.data.transforms import build_eval_transform
 
-TINY = ["model.backbone=test_resnet", "model.pretrained=", "train.input_size=32", "prepare.size=48",
-        "train.epochs=2", "train.batch_size=16", "train.scheduler.params.warmup_epochs=0", "prepare.detector=none",
-        "train.device=cpu", "run.tensorboard=false", "run.report=false"]
 K = 3
 
 
@@ -35,10 +32,6 @@ def run(*argv) -> tuple[int, str, str]:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         rc = main([str(a) for a in argv])
     return rc, out.getvalue(), err.getvalue()
-
-
-def sets(*extra) -> list[str]:
-    return [a for s in (*TINY, *extra) for a in ("--set", s)]
 
 
 @pytest.fixture(scope="session")
@@ -53,9 +46,9 @@ def cache_set(work) -> str:
 
 
 @pytest.fixture(scope="session")
-def tiny_cv(tiny_data, work, cache_set) -> dict:
+def tiny_cv(tiny_args, tiny_data, work, cache_set) -> dict:
     """One 3-fold cv on tiny, trained once for the session (with progress output, as a user sees it)."""
-    argv = ["cv", tiny_data, "-k", K, "--dir", work / "runs" / "cv", *sets(cache_set)]
+    argv = ["cv", tiny_data, "-k", K, "--dir", work / "runs" / "cv", *tiny_args(work / "runs", "train.epochs=2", cache_set)]
     rc, out, err = run(*argv)
     assert rc == 0, err[-3000:]
     return {"dir": work / "runs" / "cv", "argv": argv, "out": out, "err": err}
@@ -70,11 +63,10 @@ def extra_people(shared_data, work) -> tuple[Path, str]:
 
 
 @pytest.fixture(scope="session")
-def extra_train(tiny_data, work, cache_set, extra_people) -> dict:
+def extra_train(tiny_args, tiny_data, work, cache_set, extra_people) -> dict:
     """A 1-epoch train run on tiny + the synthetic extra people, in the same runs folder as the cv."""
     rc, out, err = run("train", tiny_data, "--quiet",
-                       *sets(cache_set, "train.epochs=1", f"run.out_dir={work / 'runs'}",
-                             f"data.extra=[{extra_people[0]}]"))
+                       *tiny_args(work / "runs", "train.epochs=1", cache_set, f"data.extra=[{extra_people[0]}]"))
     assert rc == 0, err[-3000:]
     return json.loads((work / "runs" / "exp" / "summary.json").read_text())
 

@@ -11,18 +11,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from maskclf import __version__
 from maskclf.utils.checkpoint import load_checkpoint
 from maskclf.cli import main
-from maskclf.config import load_config
 from maskclf.training.fit import fit
-
-TINY = ["model.backbone=test_resnet", "model.pretrained=", "prepare.detector=none", "prepare.size=48",
-        "train.input_size=32", "train.batch_size=16", "train.device=cpu", "train.scheduler.params.warmup_epochs=0",
-        "run.report=false"]  # the report at the end of a run is tested in test_cli_reports
-
-
-def sets(crops: Path, out: Path, *extra: str) -> list[str]:
-    args = TINY + [f"data.cache_dir={crops}", f"run.out_dir={out}", *extra]
-    return [a for s in args for a in ("--set", s)]
-
 
 def run(capsys, *argv) -> tuple[int, str, str]:
     rc = main([str(a) for a in argv])
@@ -35,8 +24,8 @@ def _csv(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def test_train_predict_evaluate(capsys, tiny_data, crops, tmp_path):
-    rc, out, err = run(capsys, "train", tiny_data, "--quiet", *sets(crops, tmp_path, "train.epochs=2"))
+def test_train_predict_evaluate(tiny_args, capsys, tiny_data, tmp_path):
+    rc, out, err = run(capsys, "train", tiny_data, "--quiet", *tiny_args(tmp_path, "train.epochs=2"))
     assert rc == 0, err
     run_dir = tmp_path / "exp"
     assert f"checkpoint {run_dir}/best.pt" in out and "stopped: max epochs" in out
@@ -76,9 +65,9 @@ def test_train_predict_evaluate(capsys, tiny_data, crops, tmp_path):
     np.testing.assert_allclose(flip.sum(1), 1.0, atol=1e-4)
 
 
-def test_run_folder_contents_and_names(capsys, tiny_data, crops, tmp_path):
+def test_run_folder_contents_and_names(tiny_args, capsys, tiny_data, tmp_path):
     for _ in range(2):
-        rc, _, err = run(capsys, "train", tiny_data, "--quiet", *sets(crops, tmp_path, "train.epochs=2"))
+        rc, _, err = run(capsys, "train", tiny_data, "--quiet", *tiny_args(tmp_path, "train.epochs=2", "run.tensorboard=true"))
         assert rc == 0, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp", "exp2"]
     run_dir = tmp_path / "exp2"
@@ -98,10 +87,10 @@ def test_run_folder_contents_and_names(capsys, tiny_data, crops, tmp_path):
     assert load_checkpoint(run_dir / "best.pt")["epoch"] == s["best_epoch"]
 
 
-def test_early_stopping_stops_after_patience_epochs(capsys, tiny_data, crops, tmp_path):
+def test_early_stopping_stops_after_patience_epochs(tiny_args, capsys, tiny_data, tmp_path):
     # Frozen backbone (BatchNorm statistics fixed) and lr 0: every epoch scores the same.
     rc, out, err = run(capsys, "train", tiny_data, "--quiet",
-                       *sets(crops, tmp_path, "train.epochs=6", "train.patience=2", "model.freeze=all",
+                       *tiny_args(tmp_path, "train.epochs=6", "train.patience=2", "model.freeze=all",
                              "train.optimizer.params.lr=0"))
     assert rc == 0, err
     s = json.loads((tmp_path / "exp" / "summary.json").read_text())
@@ -110,9 +99,9 @@ def test_early_stopping_stops_after_patience_epochs(capsys, tiny_data, crops, tm
     assert "stopped: early stop: no val improvement for 2 epochs" in out
 
 
-def test_time_budget_stops_after_the_epoch_that_crosses_it(capsys, tiny_data, crops, tmp_path):
+def test_time_budget_stops_after_the_epoch_that_crosses_it(tiny_args, capsys, tiny_data, tmp_path):
     rc, out, err = run(capsys, "train", tiny_data, "--quiet",
-                       *sets(crops, tmp_path, "train.epochs=5", "train.time_budget_min=0.0001",
+                       *tiny_args(tmp_path, "train.epochs=5", "train.time_budget_min=0.0001",
                              "train.fit_budget=false"))  # the hard stop alone
     assert rc == 0, err
     s = json.loads((tmp_path / "exp" / "summary.json").read_text())
@@ -120,12 +109,13 @@ def test_time_budget_stops_after_the_epoch_that_crosses_it(capsys, tiny_data, cr
     assert s["members"]["main"]["stopped"] == "time budget reached after epoch 1"
 
 
-def test_broken_train_image_is_skipped_and_reported(capsys, tiny_data, tmp_path):
+def test_broken_train_image_is_skipped_and_reported(tiny_args, capsys, tiny_data, tmp_path):
     root = tmp_path / "data"
     shutil.copytree(tiny_data / "train", root / "train")
     broken = sorted((root / "train" / "images").iterdir())[0] / "mask2.jpg"
     broken.write_bytes(b"\xff\xd8\xff truncated")
-    rc, out, err = run(capsys, "train", root, "--quiet", *sets(tmp_path / "crops", tmp_path / "runs", "train.epochs=1"))
+    rc, out, err = run(capsys, "train", root, "--quiet",
+                       *tiny_args(tmp_path / "runs", "train.epochs=1", f"data.cache_dir={tmp_path / 'crops'}"))
     assert rc == 0, err
     s = json.loads((tmp_path / "runs" / "exp" / "summary.json").read_text())
     assert list(s["skipped_images"]) == [str(broken)]
@@ -140,10 +130,6 @@ def test_resume_and_config_changes_do_not_mix(capsys, tmp_path):
     assert rc == 2 and "give DATA_DIR, or --resume RUN_DIR" in err
 
 
-def _cfg(tiny_data, crops, out, *extra):
-    return load_config([], TINY + [f"data.root={tiny_data}", f"data.cache_dir={crops}", f"run.out_dir={out}",
-                                   "run.tensorboard=false", *extra])
-
 
 @pytest.mark.parametrize("extra", [
     ["train.augment.mixup=0.5", "train.augment.cutmix=0.5"],
@@ -151,15 +137,15 @@ def _cfg(tiny_data, crops, out, *extra):
     ["train.sampler.name=oversample", "model.head=multihead"],
     ["train.accum_steps=2", "train.clip_grad=1.0"],
 ], ids=["mixup-cutmix", "weighted-sampler", "oversample-multihead", "accum-clip"])
-def test_training_options_run_one_epoch(extra, tiny_data, crops, tmp_path):
-    r = fit(_cfg(tiny_data, crops, tmp_path, "train.epochs=1", *extra), progress=False)
+def test_training_options_run_one_epoch(tiny_cfg, extra, tmp_path):
+    r = fit(tiny_cfg(tmp_path, "train.epochs=1", *extra), progress=False)
     rows = [json.loads(line) for line in (r.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 1 and np.isfinite(rows[0]["train/loss"])
     assert r.summary["epochs_run"] == 1 and r.val_probs.shape == (r.summary["val_images"], 18)
 
 
-def test_ema_weights_are_the_ones_validated_and_saved(tiny_data, crops, tmp_path):
-    r = fit(_cfg(tiny_data, crops, tmp_path, "train.epochs=1", "train.ema=0.5", "model.head=single"), progress=False)
+def test_ema_weights_are_the_ones_validated_and_saved(tiny_cfg, tmp_path):
+    r = fit(tiny_cfg(tmp_path, "train.epochs=1", "train.ema=0.5", "model.head=single"), progress=False)
     best = load_checkpoint(r.checkpoint)["models"]["main"]
     raw = load_checkpoint(r.run_dir / "last.pt")["models"]["main"]  # the trained (non-averaged) weights
     key = "heads.cls.weight"
@@ -167,29 +153,29 @@ def test_ema_weights_are_the_ones_validated_and_saved(tiny_data, crops, tmp_path
     assert r.summary["techniques"]["ema"] == 0.5
 
 
-def test_freeze_then_unfreeze(tiny_data, crops, tmp_path):
+def test_freeze_then_unfreeze(tiny_cfg, tmp_path):
     single = "model.head=single"
-    frozen = fit(_cfg(tiny_data, crops, tmp_path, "train.epochs=1", single, "model.freeze=all"), progress=False)
-    thawed = fit(_cfg(tiny_data, crops, tmp_path, "train.epochs=2", single, "model.freeze=all",
+    frozen = fit(tiny_cfg(tmp_path, "train.epochs=1", single, "model.freeze=all"), progress=False)
+    thawed = fit(tiny_cfg(tmp_path, "train.epochs=2", single, "model.freeze=all",
                       "model.unfreeze_epoch=1"), progress=False)
-    unfrozen = fit(_cfg(tiny_data, crops, tmp_path, "train.epochs=1", single), progress=False)
+    unfrozen = fit(tiny_cfg(tmp_path, "train.epochs=1", single), progress=False)
     w = {name: load_checkpoint(r.run_dir / "last.pt")["models"]["main"] for name, r in
          [("frozen", frozen), ("thawed", thawed), ("unfrozen", unfrozen)]}
     conv, bn, head = "backbone.conv1.0.weight", "backbone.bn1.running_mean", "heads.cls.weight"
     # Same seed, same start: a frozen backbone ends where a never-trained one starts.
-    assert torch.equal(w["frozen"][conv], _init(tiny_data, crops, tmp_path)[conv])
-    assert torch.equal(w["frozen"][bn], _init(tiny_data, crops, tmp_path)[bn])
-    assert not torch.equal(w["frozen"][head], _init(tiny_data, crops, tmp_path)[head])
+    assert torch.equal(w["frozen"][conv], _init(tiny_cfg, tmp_path)[conv])
+    assert torch.equal(w["frozen"][bn], _init(tiny_cfg, tmp_path)[bn])
+    assert not torch.equal(w["frozen"][head], _init(tiny_cfg, tmp_path)[head])
     assert not torch.equal(w["thawed"][conv], w["frozen"][conv])  # unfrozen for its second epoch
     assert not torch.equal(w["unfrozen"][conv], w["frozen"][conv])
 
 
-def _init(tiny_data, crops, tmp_path) -> dict:
+def _init(tiny_cfg, tmp_path) -> dict:
     """Weights of the single-head model fit() starts from (same seed, before any step)."""
     from maskclf.models.network import build_model
     from maskclf.utils.runtime import seed_everything
     from maskclf.models.heads import head_spec
 
-    cfg = _cfg(tiny_data, crops, tmp_path, "model.head=single")
+    cfg = tiny_cfg(tmp_path, "model.head=single")
     seed_everything(cfg.train.seed)
     return build_model(cfg.model, head_spec("single", "classes").heads).state_dict()

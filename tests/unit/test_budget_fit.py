@@ -8,22 +8,16 @@ import torch
 from torch import nn
 
 from maskclf.utils.checkpoint import load_checkpoint
-from maskclf.config import NamedCfg, load_config
+from maskclf.config import NamedCfg
 from maskclf.training.optim import build_scheduler
 from maskclf.utils.tracking import read_metrics
 from maskclf.training.fit import fit
 
 LR = 1e-3
 LOW = 0.1  # cosine end value, as a fraction of the lr
-TINY = ["model.backbone=test_resnet", "model.pretrained=", "prepare.detector=none", "prepare.size=48",
-        "train.input_size=32", "train.batch_size=16", "train.device=cpu", "run.tensorboard=false",
-        f"train.optimizer.params.lr={LR}",
-        "train.scheduler.name=cosine", "train.scheduler.params.warmup_epochs=1",
-        f"train.scheduler.params.min_lr_ratio={LOW}", "train.patience=10"]
+BUDGET_BASE = [f"train.optimizer.params.lr={LR}", "train.scheduler.name=cosine", "train.scheduler.params.warmup_epochs=1",
+               f"train.scheduler.params.min_lr_ratio={LOW}", "train.patience=10"]
 
-
-def tiny_cfg(tiny_data, crops, out, *sets):
-    return load_config([], TINY + [f"data.root={tiny_data}", f"data.cache_dir={crops}", f"run.out_dir={out}", *sets])
 
 
 class FakeClock:
@@ -50,8 +44,8 @@ def cosine(e: float, start: float, end: float) -> float:
 BUDGET = ["train.epochs=5", "train.time_budget_min=10"]
 
 
-def test_budget_shortens_the_run_and_the_cosine_still_reaches_its_end_value(tiny_data, crops, tmp_path, capsys):
-    result = fit(tiny_cfg(tiny_data, crops, tmp_path, *BUDGET), progress=False, clock=FakeClock(200.0))
+def test_budget_shortens_the_run_and_the_cosine_still_reaches_its_end_value(tiny_cfg, tmp_path, capsys):
+    result = fit(tiny_cfg(tmp_path, *BUDGET_BASE, *BUDGET), progress=False, clock=FakeClock(200.0))
     assert "budget: 10 min fits 3 of 5 epochs (first epoch 200.0 s); schedule shortened" in capsys.readouterr().out
     s = result.summary
     assert s["epochs_run"] == 3 and s["epochs_planned"] == 3
@@ -67,8 +61,8 @@ def test_budget_shortens_the_run_and_the_cosine_still_reaches_its_end_value(tiny
     assert json.loads((result.run_dir / "summary.json").read_text())["epochs_planned"] == 3
 
 
-def test_resume_after_the_shortening_continues_the_same_schedule(tiny_data, crops, tmp_path, kill_at):
-    cfg = tiny_cfg(tiny_data, crops, tmp_path, *BUDGET, "model.drop_rate=0.3")
+def test_resume_after_the_shortening_continues_the_same_schedule(tiny_cfg, tmp_path, kill_at):
+    cfg = tiny_cfg(tmp_path, *BUDGET_BASE, *BUDGET, "model.drop_rate=0.3")
     full = fit(cfg, progress=False, clock=FakeClock(200.0))
     with pytest.raises(kill_at.Killed):
         fit(cfg, progress=False, on_epoch=kill_at("main", 1), clock=FakeClock(200.0))
@@ -85,9 +79,9 @@ def test_resume_after_the_shortening_continues_the_same_schedule(tiny_data, crop
     assert all(torch.equal(best[k], ref[k]) for k in ref)
 
 
-def test_separate_layout_fits_each_model_to_its_share(tiny_data, crops, tmp_path):
+def test_separate_layout_fits_each_model_to_its_share(tiny_cfg, tmp_path):
     # 6 minutes shared by 3 models: 120 s each, so at 50 s an epoch each model plans 2 of its 3 epochs.
-    cfg = tiny_cfg(tiny_data, crops, tmp_path, "train.epochs=3", "train.time_budget_min=6", "model.head=separate")
+    cfg = tiny_cfg(tmp_path, *BUDGET_BASE, "train.epochs=3", "train.time_budget_min=6", "model.head=separate")
     result = fit(cfg, progress=False, clock=FakeClock(50.0))
     for name in ("mask", "gender", "age"):
         assert result.summary["members"][name]["epochs_planned"] == 2
@@ -95,9 +89,9 @@ def test_separate_layout_fits_each_model_to_its_share(tiny_data, crops, tmp_path
         assert curve(result.run_dir, "train/lr", f"{name}/")[2] == pytest.approx(LR * LOW)
 
 
-def test_fit_budget_false_keeps_the_hard_stop_and_the_full_schedule(tiny_data, crops, tmp_path, capsys):
+def test_fit_budget_false_keeps_the_hard_stop_and_the_full_schedule(tiny_cfg, tmp_path, capsys):
     # A budget every real epoch overshoots: training stops after the first epoch with the 5-epoch schedule.
-    cfg = tiny_cfg(tiny_data, crops, tmp_path, "train.epochs=5", "train.time_budget_min=0.0001",
+    cfg = tiny_cfg(tmp_path, *BUDGET_BASE, "train.epochs=5", "train.time_budget_min=0.0001",
                    "train.fit_budget=false", "train.scheduler.params.warmup_epochs=0")
     result = fit(cfg, progress=False, clock=FakeClock(200.0))
     assert "budget:" not in capsys.readouterr().out
@@ -107,8 +101,8 @@ def test_fit_budget_false_keeps_the_hard_stop_and_the_full_schedule(tiny_data, c
     assert load_checkpoint(result.run_dir / "last.pt")["schedule"]["epochs"] == 5
 
 
-def test_a_budget_that_holds_every_epoch_changes_nothing(tiny_data, crops, tmp_path, capsys):
-    cfg = tiny_cfg(tiny_data, crops, tmp_path, "train.epochs=2", "train.time_budget_min=10")
+def test_a_budget_that_holds_every_epoch_changes_nothing(tiny_cfg, tmp_path, capsys):
+    cfg = tiny_cfg(tmp_path, *BUDGET_BASE, "train.epochs=2", "train.time_budget_min=10")
     result = fit(cfg, progress=False, clock=FakeClock(1.0))
     assert "budget: 10 min fits 2 of 2 epochs (first epoch 1.0 s); keeping the schedule" in capsys.readouterr().out
     assert result.summary["epochs_run"] == 2 and result.summary["members"]["main"]["stopped"] == "max epochs"

@@ -96,18 +96,12 @@ def test_predictions_that_are_already_best_get_zero_offsets_and_stay_untouched()
 
 # ---- end to end: fit stores the offsets, predict applies them ---------------------------------------------------
 
-TINY = ["model.backbone=test_resnet", "model.pretrained=", "prepare.detector=none", "prepare.size=48",
-        "train.input_size=32", "train.batch_size=16", "train.device=cpu", "train.scheduler.params.warmup_epochs=0",
-        "run.tensorboard=false", "train.epochs=1"]
 
-
-def tiny_cfg(tiny_data, crops, out, *sets):
-    return load_config([], TINY + [f"data.root={tiny_data}", f"data.cache_dir={crops}", f"run.out_dir={out}", *sets])
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_data, crops, tmp_path_factory):
-    return fit(tiny_cfg(tiny_data, crops, tmp_path_factory.mktemp("runs"), "train.calibrate=true"), progress=False)
+def trained(tiny_cfg, tmp_path_factory):
+    return fit(tiny_cfg(tmp_path_factory.mktemp("runs"), "train.epochs=1", "train.calibrate=true"), progress=False)
 
 
 def with_offsets(checkpoint, path, offsets):
@@ -171,8 +165,8 @@ def test_tta_none_and_a_one_model_ensemble_reproduce_the_calibrated_prediction(t
     assert (tmp_path / "ens.csv").read_bytes() == (tmp_path / "plain.csv").read_bytes()
 
 
-def test_calibrate_false_saves_no_offsets(tiny_data, crops, tmp_path):
+def test_calibrate_false_saves_no_offsets(tiny_cfg, tmp_path):
     assert load_config([]).train.calibrate is False  # off by default: it lowered eval F1 on utkmask
-    result = fit(tiny_cfg(tiny_data, crops, tmp_path), progress=False)
+    result = fit(tiny_cfg(tmp_path, "train.epochs=1"), progress=False)
     assert "class_offsets" not in load_checkpoint(result.checkpoint)
     assert result.summary["calibration"] is None

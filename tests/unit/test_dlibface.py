@@ -208,6 +208,7 @@ def _tiny_subset(tiny_data, dest, people=6, eval_images=6):
     return dest
 
 
+@pytest.mark.slow
 def test_fit_checkpoint_holds_only_heads_and_predicts(dlib_ready, tiny_data, tmp_path):
     root = _tiny_subset(tiny_data, tmp_path / "data")
     cfg = load_config([], [f"data.root={root}", f"run.out_dir={tmp_path / 'runs'}", "model.backbone=dlib_face",

@@ -7,18 +7,14 @@ import onnx
 import pytest
 import torch
 
-from maskclf.config import load_config
 from maskclf.inference import onnx_export
 from maskclf.inference.onnx_export import ParityError, check_crops, export_onnx
 from maskclf.inference.onnx_model import load_onnx
 from maskclf.inference.predict import load_model, predict, predict_probs
-from maskclf.utils.formats import read_probs
 from maskclf.training.fit import fit
 from maskclf.utils.checkpoint import CheckpointError
+from maskclf.utils.formats import read_probs
 
-TINY = ["model.backbone=test_resnet", "model.pretrained=", "prepare.detector=none", "prepare.size=48",
-        "train.input_size=32", "train.batch_size=16", "train.device=cpu", "train.scheduler.params.warmup_epochs=0",
-        "run.tensorboard=false", "train.epochs=1"]
 LAYOUTS = {
     "single": ["model.head=single"],
     "multihead classes": ["model.head=multihead"],
@@ -31,14 +27,13 @@ LAYOUTS = {
 CPU = torch.device("cpu")
 
 
-def _fit(tiny_data, crops, out, *sets):
-    cfg = load_config([], TINY + [f"data.root={tiny_data}", f"data.cache_dir={crops}", f"run.out_dir={out}", *sets])
-    return fit(cfg, progress=False)
+def _fit(tiny_cfg, out, *sets):
+    return fit(tiny_cfg(out, "train.epochs=1", *sets), progress=False)
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
-def test_onnx_runtime_matches_torch_on_real_crops(layout, tiny_data, crops, shared_data, tmp_path):
-    result = _fit(tiny_data, crops, tmp_path, *LAYOUTS[layout])
+def test_onnx_runtime_matches_torch_on_real_crops(tiny_cfg, layout, shared_data, tmp_path):
+    result = _fit(tiny_cfg, tmp_path, *LAYOUTS[layout])
     real = [shared_data / "mask-real"]
     exported = export_onnx(result.checkpoint, tmp_path / "model.onnx", real)
     p = exported.parity
@@ -57,8 +52,8 @@ def test_onnx_runtime_matches_torch_on_real_crops(layout, tiny_data, crops, shar
         assert (got.argmax(1) == ref.argmax(1)).all()
 
 
-def test_predict_accepts_the_exported_model(tiny_data, crops, tmp_path):
-    result = _fit(tiny_data, crops, tmp_path)
+def test_predict_accepts_the_exported_model(tiny_cfg, tiny_data, tmp_path):
+    result = _fit(tiny_cfg, tmp_path)
     onnx_path = export_onnx(result.checkpoint, tmp_path / "m.onnx").path  # parity on the training data by default
     torch_run = predict(result.checkpoint, tiny_data / "eval", tmp_path / "torch.csv", progress=False)
     onnx_run = predict(onnx_path, tiny_data / "eval", tmp_path / "onnx.csv", progress=False)
@@ -67,8 +62,8 @@ def test_predict_accepts_the_exported_model(tiny_data, crops, tmp_path):
     assert ids == torch_run.image_ids and np.abs(probs - torch_run.probs).max() <= 1e-4
 
 
-def test_a_failed_parity_check_raises_and_removes_the_file(tiny_data, crops, tmp_path, monkeypatch):
-    result = _fit(tiny_data, crops, tmp_path)
+def test_a_failed_parity_check_raises_and_removes_the_file(tiny_cfg, tiny_data, tmp_path, monkeypatch):
+    result = _fit(tiny_cfg, tmp_path)
     monkeypatch.setattr(onnx_export, "PARITY_TOLERANCE", -1.0)  # no difference can pass
     with pytest.raises(ParityError, match="disagrees with torch"):
         export_onnx(result.checkpoint, tmp_path / "m.onnx", [tiny_data / "eval" / "images"])

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from maskclf.utils.checkpoint import CheckpointError
-from maskclf.config import load_config
 from maskclf.data.crops import cached_crops, crops_for, load_split
 from maskclf.data.scan import scan_eval
 from maskclf.inference.predict import load_model, predict, predict_probs
@@ -16,19 +15,13 @@ from maskclf.data.train_data import load_train
 from maskclf.training.fit import fit
 from maskclf.utils.formats import VAL_PROBS, read_oof
 
-TINY = ["model.backbone=test_resnet", "model.pretrained=", "prepare.detector=none", "prepare.size=48",
-        "train.input_size=32", "train.batch_size=16", "train.device=cpu", "train.scheduler.params.warmup_epochs=0",
-        "run.tensorboard=false", "train.epochs=1"]
 CPU = torch.device("cpu")
 
 
-def tiny_cfg(tiny_data, crops, out, *sets):
-    return load_config([], TINY + [f"data.root={tiny_data}", f"data.cache_dir={crops}", f"run.out_dir={out}", *sets])
-
 
 @pytest.fixture(scope="module")
-def trained(tiny_data, crops, tmp_path_factory):
-    return fit(tiny_cfg(tiny_data, crops, tmp_path_factory.mktemp("runs")), progress=False)
+def trained(tiny_cfg, tmp_path_factory):
+    return fit(tiny_cfg(tmp_path_factory.mktemp("runs"), "train.epochs=1"), progress=False)
 
 
 def _info_ids(eval_dir: Path) -> list[str]:
@@ -47,8 +40,8 @@ LAYOUTS = {
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
-def test_best_checkpoint_predicts_exactly_like_the_trained_model(layout, tiny_data, crops, tmp_path):
-    cfg = tiny_cfg(tiny_data, crops, tmp_path, *LAYOUTS[layout])
+def test_best_checkpoint_predicts_exactly_like_the_trained_model(tiny_cfg, layout, tmp_path):
+    cfg = tiny_cfg(tmp_path, "train.epochs=1", *LAYOUTS[layout])
     result = fit(cfg, progress=False)
     data = load_train(cfg.data)
     _, val_set, _ = crops_for(cfg, data, load_split(cfg.data, data.records, result.run_dir), progress=False)
@@ -130,8 +123,8 @@ def test_all_eval_images_broken_is_an_error_naming_one(trained, tiny_data, tmp_p
     assert not (tmp_path / "s.csv").exists()
 
 
-def test_load_model_refuses_an_unfinished_separate_run(tiny_data, crops, tmp_path):
-    cfg = tiny_cfg(tiny_data, crops, tmp_path, "model.head=separate", "train.epochs=2")
+def test_load_model_refuses_an_unfinished_separate_run(tiny_cfg, tmp_path):
+    cfg = tiny_cfg(tmp_path, "train.epochs=1", "model.head=separate", "train.epochs=2")
 
     def stop(member, epoch, score):
         if member == "gender":

@@ -11,17 +11,10 @@ import pytest
 import torch
 
 from maskclf.utils.checkpoint import load_checkpoint
-from maskclf.config import load_config
 from maskclf.utils.tracking import read_metrics
 from maskclf.training.fit import fit
 
-TINY = ["model.backbone=test_resnet", "model.pretrained=", "prepare.detector=none", "prepare.size=48",
-        "train.input_size=32", "train.batch_size=16", "train.device=cpu", "train.scheduler.params.warmup_epochs=0",
-        "run.tensorboard=false"]
 
-
-def tiny_cfg(tiny_data, crops, out, *sets):
-    return load_config([], TINY + [f"data.root={tiny_data}", f"data.cache_dir={crops}", f"run.out_dir={out}", *sets])
 
 
 def losses(run_dir: Path, prefix: str = "") -> dict[int, float]:
@@ -38,8 +31,8 @@ STATEFUL = ["train.epochs=4", "model.drop_rate=0.3", "train.ema=0.9", "train.sch
             "train.augment.mixup=0.5"]
 
 
-def test_resume_after_a_kill_replays_the_same_losses(tiny_data, crops, tmp_path, kill_at):
-    cfg = tiny_cfg(tiny_data, crops, tmp_path, *STATEFUL)
+def test_resume_after_a_kill_replays_the_same_losses(tiny_cfg, tmp_path, kill_at):
+    cfg = tiny_cfg(tmp_path, *STATEFUL)
     full = fit(cfg, progress=False)
     with pytest.raises(kill_at.Killed):
         fit(cfg, progress=False, on_epoch=kill_at("main", 1))
@@ -54,8 +47,8 @@ def test_resume_after_a_kill_replays_the_same_losses(tiny_data, crops, tmp_path,
     assert all(torch.equal(best[k], ref[k]) for k in ref)
 
 
-def test_separate_layout_resumes_inside_its_second_model(tiny_data, crops, tmp_path, kill_at):
-    cfg = tiny_cfg(tiny_data, crops, tmp_path, "train.epochs=2", "model.head=separate")
+def test_separate_layout_resumes_inside_its_second_model(tiny_cfg, tmp_path, kill_at):
+    cfg = tiny_cfg(tmp_path, "train.epochs=2", "model.head=separate")
     full = fit(cfg, progress=False)
     with pytest.raises(kill_at.Killed):
         fit(cfg, progress=False, on_epoch=kill_at("gender", 0))
@@ -68,8 +61,8 @@ def test_separate_layout_resumes_inside_its_second_model(tiny_data, crops, tmp_p
     assert resumed.best_f1 == full.best_f1
 
 
-def test_resuming_a_finished_run_trains_nothing_more(tiny_data, crops, tmp_path):
-    cfg = tiny_cfg(tiny_data, crops, tmp_path, "train.epochs=2")
+def test_resuming_a_finished_run_trains_nothing_more(tiny_cfg, tmp_path):
+    cfg = tiny_cfg(tmp_path, "train.epochs=2")
     first = fit(cfg, progress=False)
     again = fit(None, resume=first.run_dir, progress=False)
     assert rows(first.run_dir) == 2
@@ -82,11 +75,11 @@ def test_resume_needs_a_run_folder(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigkilled_cli_run_loses_at_most_one_epoch_and_resumes_exactly(tiny_data, crops, tmp_path):
-    sets = [*TINY, f"data.cache_dir={crops}", f"run.out_dir={tmp_path}", "train.epochs=8", "model.drop_rate=0.3"]
-    reference = fit(tiny_cfg(tiny_data, crops, tmp_path / "ref", "train.epochs=8", "model.drop_rate=0.3"),
+def test_sigkilled_cli_run_loses_at_most_one_epoch_and_resumes_exactly(tiny_cfg, tiny_args, tiny_data, tmp_path):
+    reference = fit(tiny_cfg(tmp_path / "ref", "train.epochs=8", "model.drop_rate=0.3"),
                     progress=False)
-    argv = [sys.executable, "-m", "maskclf", "train", str(tiny_data), "--quiet"] + [a for s in sets for a in ("--set", s)]
+    argv = [sys.executable, "-m", "maskclf", "train", str(tiny_data), "--quiet",
+            *tiny_args(tmp_path, "train.epochs=8", "model.drop_rate=0.3")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     last = tmp_path / "exp" / "last.pt"
@@ -110,9 +103,9 @@ def steps(run_dir: Path, prefix: str = "") -> list[int]:
 
 
 @pytest.mark.parametrize("where", ["saving last.pt", "logging the epoch"])
-def test_a_kill_around_the_checkpoint_never_logs_an_epoch_twice(tiny_data, crops, tmp_path, kill_at, monkeypatch,
+def test_a_kill_around_the_checkpoint_never_logs_an_epoch_twice(tiny_cfg, tmp_path, kill_at, monkeypatch,
                                                               where):
-    cfg = tiny_cfg(tiny_data, crops, tmp_path, "train.epochs=3")
+    cfg = tiny_cfg(tmp_path, "train.epochs=3")
     full = fit(cfg, progress=False)
     import maskclf.training.state as state_module
     from maskclf.utils.tracking import Tracker
@@ -142,13 +135,13 @@ def test_a_kill_around_the_checkpoint_never_logs_an_epoch_twice(tiny_data, crops
     assert losses(run) == losses(full.run_dir)
 
 
-def test_train_epochs_1_works_with_the_default_warmup_and_shows_data_warnings(tiny_data, crops, tmp_path, capsys):
+def test_train_epochs_1_works_with_the_default_warmup_and_shows_data_warnings(tiny_cfg, tiny_data, tmp_path, capsys):
     import shutil
 
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
     (data / "train" / "images" / "stray").mkdir()
-    cfg = tiny_cfg(data, crops, tmp_path, "train.epochs=1", "train.scheduler.params.warmup_epochs=1")
+    cfg = tiny_cfg(tmp_path, f"data.root={data}", "train.epochs=1", "train.scheduler.params.warmup_epochs=1")
     result = fit(cfg, progress=False)
     out, err = capsys.readouterr()
     assert "warm-up of 1 epochs does not fit a 1-epoch run: using 0.5" in out
@@ -157,18 +150,18 @@ def test_train_epochs_1_works_with_the_default_warmup_and_shows_data_warnings(ti
     assert "label fixes (competition): none applied; " in err and "not applied" in err
 
 
-def test_a_train_that_cannot_start_leaves_no_run_folder(tiny_data, crops, tmp_path):
+def test_a_train_that_cannot_start_leaves_no_run_folder(tiny_cfg, tmp_path):
     from maskclf.layout import DataError
     from maskclf.toolkit.runs_table import runs_table
 
-    cfg = tiny_cfg(tiny_data, crops, tmp_path / "runs", f"data.root={tmp_path / 'missing'}")
+    cfg = tiny_cfg(tmp_path / "runs", f"data.root={tmp_path / 'missing'}")
     with pytest.raises(DataError, match="data folder not found"):
         fit(cfg, progress=False)
     assert not (tmp_path / "runs" / "exp").exists()
     assert runs_table(tmp_path / "runs")[0] == []
 
 
-def test_resume_works_from_another_directory_and_after_the_data_moved(tiny_data, crops, tmp_path, kill_at,
+def test_resume_works_from_another_directory_and_after_the_data_moved(tiny_cfg, tiny_data, tmp_path, kill_at,
                                                                       monkeypatch, capsys):
     import shutil
 
@@ -176,7 +169,7 @@ def test_resume_works_from_another_directory_and_after_the_data_moved(tiny_data,
     shutil.copytree(tiny_data, data)
     (tmp_path / "start").mkdir()
     monkeypatch.chdir(tmp_path / "start")
-    cfg = tiny_cfg("../data", crops, "runs", "train.epochs=3")  # relative paths, as typed on a command line
+    cfg = tiny_cfg("runs", "data.root=../data", "train.epochs=3")  # relative paths, as typed on a command line
     with pytest.raises(kill_at.Killed):
         fit(cfg, progress=False, on_epoch=kill_at("main", 0))
     run = tmp_path / "start" / "runs" / "exp"
