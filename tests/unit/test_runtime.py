@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from maskclf.utils.runtime import autocast, grad_scaler, memory_format, resolve_device, seed_everything
+from maskclf.training.engine import batches_per_epoch
+from maskclf.utils.runtime import Dist, autocast, grad_scaler, memory_format, resolve_device, seed_everything, shard
 
 
 def _draws():
@@ -48,3 +49,13 @@ def test_cpu_precision_helpers_are_no_ops():
     assert y.dtype == torch.float32
     assert not grad_scaler(cpu, True).is_enabled()
     assert memory_format(cpu, True) == torch.contiguous_format
+
+
+def test_shard_gives_every_rank_as_many_samples_and_no_sample_twice():
+    order = np.random.default_rng(0).permutation(31)
+    shares = [shard(order, Dist(rank, 2)) for rank in range(2)]
+    # 31 samples split 16/15 would give batch-8 ranks 2 and 1 steps: DistributedDataParallel would wait forever.
+    assert [len(s) for s in shares] == [15, 15]
+    assert [batches_per_epoch(len(s), 8) for s in shares] == [1, 1]
+    assert not set(shares[0]) & set(shares[1]) and set(shares[0]) | set(shares[1]) == set(order[:30])
+    assert shard(order, Dist()) is order

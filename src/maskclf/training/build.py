@@ -20,7 +20,7 @@ from maskclf.training.engine import StepParts, batches_per_epoch
 from maskclf.training.losses import build_criterion
 from maskclf.training.member import LoopPlan, MemberParts, MemberSpec
 from maskclf.training.optim import build_optimizer, build_scheduler
-from maskclf.utils.runtime import Dist, grad_scaler, memory_format, wrap_ddp
+from maskclf.utils.runtime import Dist, grad_scaler, memory_format, shard, wrap_ddp
 
 
 def member_plan(spec: HeadSpec, head: str) -> list[MemberSpec]:
@@ -70,7 +70,7 @@ def build_member(cfg: Config, ms: MemberSpec, train_set: CropSet, device: torch.
     model = build_model(cfg.model, ms.spec.heads).to(device)
     model = model.to(memory_format=memory_format(device, t.channels_last))
     sampler = build_sampler(t.sampler, train_set.labels, t.seed)
-    n_per_epoch = len(epoch_order(len(train_set), t.seed, 0, sampler))
+    n_per_epoch = len(shard(epoch_order(len(train_set), t.seed, 0, sampler), dist))  # this rank's steps
     steps = max(1, math.ceil(batches_per_epoch(n_per_epoch, t.batch_size) / t.accum_steps))
     dc = model.data_config
     criterion = build_criterion(ms.spec.heads, t.loss, t.head_losses, cfg.model.head_weights,

@@ -21,7 +21,7 @@ from maskclf.models.heads import HeadSpec, attribute_probs, make_targets, member
 from maskclf.training.engine import StepParts, train_one_epoch
 from maskclf.training.state import MemberState, RunProgress, save_last, training_state
 from maskclf.utils.plots import confusion_figure, image_grid_figure
-from maskclf.utils.runtime import Dist
+from maskclf.utils.runtime import Dist, shard
 from maskclf.utils.tracking import metrics_row
 
 
@@ -178,8 +178,9 @@ def _train_epoch(m: MemberParts, train_set: CropSet, plan: LoopPlan, epoch: int,
                  what: str = ""):
     """One epoch over this rank's slice of the epoch order: (engine stats, images seen)."""
     m.model.set_epoch(epoch)
-    order = epoch_order(len(train_set), plan.seed, epoch, m.sampler)[run.dist.rank::run.dist.world]
-    gen = torch.Generator(device=run.device).manual_seed(plan.seed * 100_003 + epoch)
+    order = shard(epoch_order(len(train_set), plan.seed, epoch, m.sampler), run.dist)
+    # Each rank draws its own augmentations; a single process keeps the seeds it always had.
+    gen = torch.Generator(device=run.device).manual_seed((plan.seed * 100_003 + epoch) * run.dist.world + run.dist.rank)
     desc = f"{m.spec.prefix}{what}epoch {epoch + 1}/{planned}"
     stats = train_one_epoch(m.train_model, train_set, order, m.step, run.device, gen, desc if run.show else None)
     return stats, len(order)

@@ -83,6 +83,13 @@ def init_distributed(device: torch.device) -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size())
 
 
+def shard(order: np.ndarray, d: Dist) -> np.ndarray:
+    """This rank's share of an epoch's sample order; every rank gets as many samples (DDP steps in lockstep)."""
+    if d.world == 1:
+        return order
+    return order[: len(order) // d.world * d.world][d.rank::d.world]
+
+
 def broadcast(obj, d: Dist):
     """Rank 0's value of `obj` on every rank."""
     if d.world == 1:
