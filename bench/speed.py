@@ -241,7 +241,7 @@ def predict_rate(model: nn.Module, data, s: Settings) -> float:
     """`predict_outputs` (eval transform + forward, batches of 256) over every cached crop."""
     dc = model.data_config
     start = time.perf_counter()
-    predict_outputs(model, data, build_eval_transform(s.size, dc["mean"], dc["std"]), CPU, progress=False)
+    predict_outputs(model, data, build_eval_transform(s.size, dc["mean"], dc["std"]), CPU, desc=None)
     return len(data) / (time.perf_counter() - start)
 
 

@@ -95,7 +95,7 @@ def test_batches_per_epoch_matches_what_runs():
 def test_predict_outputs_are_in_order_and_match_a_direct_forward(crops):
     model = _model().eval()
     transform = build_eval_transform(32, model.data_config["mean"], model.data_config["std"])
-    out = predict_outputs(model, crops, transform, torch.device("cpu"), batch_size=5, progress=False)
+    out = predict_outputs(model, crops, transform, torch.device("cpu"), batch_size=5, desc=None)
     with torch.no_grad():
         direct = model(transform(torch.from_numpy(crops.images)))
     assert out["cls"].shape == (16, 18) and out["cls"].dtype == torch.float32

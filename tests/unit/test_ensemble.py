@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from maskclf.inference.ensemble import Source, combine, ensemble, search_weights
+from maskclf.inference.ensemble import Combination, Source, combine, ensemble, search_weights
 from maskclf.labels import NUM_CLASSES, encode, split_probs
 from maskclf.utils.formats import read_probs, write_probs
 
@@ -61,8 +61,8 @@ def test_attribute_method_takes_each_attribute_from_its_member(tmp_path):
     write_probs(tmp_path / "a.probs.csv", ids, a)
     write_probs(tmp_path / "b.probs.csv", ids[::-1], b[::-1])  # row order must not matter
     out = tmp_path / "ens.csv"
-    info = ensemble([tmp_path / "a.probs.csv", tmp_path / "b.probs.csv"], out, "attribute",
-                    attribute_from={"mask": 0, "gender": 1, "age": 1})
+    info = ensemble([tmp_path / "a.probs.csv", tmp_path / "b.probs.csv"], out,
+                    Combination("attribute", attribute_from={"mask": 0, "gender": 1, "age": 1}))
     got_ids, got = read_probs(tmp_path / "ens.probs.csv")
     assert got_ids == ids and info["members"] == ["a", "b"]
     # image 0: mask incorrect (A), male and >= 60 (B) with certainty
@@ -128,7 +128,7 @@ def test_weight_search_without_oof_is_a_clear_error(tmp_path):
         search_weights([src])
     write_probs(tmp_path / "m.probs.csv", ["a"], np.ones((1, 18)) / 18)
     with pytest.raises(ValueError, match=r"every member must be a cv folder with oof.csv.*m.probs.csv"):
-        ensemble([tmp_path / "m.probs.csv"], tmp_path / "out.csv", search=True)
+        ensemble([tmp_path / "m.probs.csv"], tmp_path / "out.csv", Combination(search=True))
     assert not (tmp_path / "out.csv").exists()
 
 
@@ -147,7 +147,7 @@ def test_bad_options_are_refused(tmp_path, kwargs, message):
     for name in "ab":
         write_probs(tmp_path / f"{name}.probs.csv", ["x"], np.ones((1, 18)) / 18)
     with pytest.raises(ValueError, match=message):
-        ensemble([tmp_path / "a.probs.csv", tmp_path / "b.probs.csv"], tmp_path / "out.csv", **kwargs)
+        ensemble([tmp_path / "a.probs.csv", tmp_path / "b.probs.csv"], tmp_path / "out.csv", Combination(**kwargs))
 
 
 def test_members_must_cover_the_same_images(tmp_path):

@@ -9,7 +9,7 @@ import torch
 from maskclf.utils.checkpoint import CheckpointError
 from maskclf.data.crops import cached_crops, crops_for, load_split
 from maskclf.data.scan import scan_eval
-from maskclf.inference.predict import load_model, predict, predict_probs
+from maskclf.inference.predict import PredictOptions, load_model, predict, predict_probs
 from maskclf.utils.formats import read_probs
 from maskclf.data.train_data import load_train
 from maskclf.training.fit import fit
@@ -80,8 +80,10 @@ def test_predict_from_a_run_folder_writes_beside_the_checkpoint(trained, tiny_da
 
 def test_tta_none_is_plain_prediction_and_hflip_averages_the_mirror(trained, tiny_data, tmp_path):
     loaded = load_model(trained.checkpoint, CPU)
-    plain = predict(trained.checkpoint, tiny_data, out=tmp_path / "none.csv", tta="none", progress=False)
-    flip = predict(trained.checkpoint, tiny_data, out=tmp_path / "flip.csv", tta="hflip", progress=False)
+    plain = predict(trained.checkpoint, tiny_data, out=tmp_path / "none.csv", options=PredictOptions(tta="none"),
+                    progress=False)
+    flip = predict(trained.checkpoint, tiny_data, out=tmp_path / "flip.csv", options=PredictOptions(tta="hflip"),
+                   progress=False)
     records = scan_eval(tiny_data).records
     images, _, _ = cached_crops(records, tiny_data, loaded.cfg.prepare, loaded.cfg.data.cache_dir, progress=False)
     direct = predict_probs(loaded, images, CPU, progress=False)
@@ -94,7 +96,8 @@ def test_tta_none_is_plain_prediction_and_hflip_averages_the_mirror(trained, tin
 
 def test_unknown_tta_lists_the_valid_names(trained, tiny_data, tmp_path):
     with pytest.raises(ValueError, match="valid names"):
-        predict(trained.checkpoint, tiny_data, out=tmp_path / "x.csv", tta="rotate", progress=False)
+        predict(trained.checkpoint, tiny_data, out=tmp_path / "x.csv", options=PredictOptions(tta="rotate"),
+                progress=False)
 
 
 def test_broken_eval_image_gets_the_mean_prediction_and_a_warning(trained, tiny_data, tmp_path, capsys):

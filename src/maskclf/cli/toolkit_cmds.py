@@ -95,11 +95,10 @@ def _parse_weights(text: str | None) -> list[float] | None:
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
-    from maskclf.inference.ensemble import ensemble
+    from maskclf.inference.ensemble import Combination, ensemble
 
-    weights = _parse_weights(args.weights)
-    info = ensemble(args.members, args.out, args.method, weights, _parse_attribute(args.attribute), args.eval,
-                    args.tta, args.search_weights, progress=not args.quiet)
+    how = Combination(args.method, _parse_weights(args.weights), _parse_attribute(args.attribute), args.search_weights)
+    info = ensemble(args.members, args.out, how, args.eval, args.tta, progress=not args.quiet)
     if "searched_weights" in info:
         print(f"weights from OOF search: {[round(w, 3) for w in info['searched_weights']]} "
               f"(OOF macro F1 {info['oof_f1']:.4f} vs {info['oof_f1_equal_weights']:.4f} with equal weights)")

@@ -109,15 +109,16 @@ def _data_notes(s: dict) -> list[str]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from maskclf.inference.predict import predict
+    from maskclf.inference.predict import PredictOptions, predict
 
     if args.group_similarity is not None and not args.group_persons:
         raise ValueError("--group-similarity only applies with --group-persons")
     similarity = args.group_similarity if args.group_similarity is not None else 0.9
-    r = predict(args.checkpoint, args.eval_dir, out=args.out, tta=args.tta, device=args.device,
-                batch_size=args.batch_size, progress=not args.quiet,
-                group_persons=similarity if args.group_persons else None,
-                calibration=not args.no_calibration, group_weighting=args.group_weighting)
+    options = PredictOptions(tta=args.tta, batch_size=args.batch_size, calibration=not args.no_calibration,
+                             group_similarity=similarity if args.group_persons else None,
+                             group_weighting=args.group_weighting)
+    r = predict(args.checkpoint, args.eval_dir, out=args.out, options=options, device=args.device,
+                progress=not args.quiet)
     if r.groups is not None:
         sizes = np.bincount(r.groups)
         print(f"person groups: {len(sizes)} groups, {int((sizes > 1).sum())} with 2+ photos (largest {sizes.max()})")

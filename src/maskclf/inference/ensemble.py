@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.metrics import f1_score
 
 from maskclf.labels import NUM_CLASSES, combine_probs, split_probs
-from maskclf.inference.predict import predict, write_submission
+from maskclf.inference.predict import PredictOptions, predict, write_submission
 from maskclf.utils.formats import read_probs, write_probs
 
 METHODS = ("soft", "hard", "attribute")
@@ -56,7 +56,8 @@ def load_source(path: Path, eval_dir: Path | None, work_dir: Path, tta: str = "n
     for i, ckpt in enumerate(ckpts):
         if len(ckpts) > 1:
             print(f"member {name}: model {i + 1}/{len(ckpts)} ({ckpt})")
-        runs.append(predict(ckpt, eval_dir, out=work_dir / f"{name}-{i}.csv", tta=tta, progress=progress))
+        runs.append(predict(ckpt, eval_dir, out=work_dir / f"{name}-{i}.csv", options=PredictOptions(tta=tta),
+                            progress=progress))
     probs = np.mean([r.probs for r in runs], axis=0)
     oof = None
     if (path / "oof.csv").is_file():
@@ -136,8 +137,19 @@ def search_weights(sources: list[Source], method: str = "soft", trials: int = 30
     return [float(x) for x in candidates[best]], float(scores[best]), float(scores[0])
 
 
-def _check_options(members: list[Path], method: str, weights, attribute_from, search: bool) -> None:
+@dataclass(frozen=True)
+class Combination:
+    """How the members' probabilities are combined: method, fixed or searched weights, attribute sources."""
+
+    method: str = "soft"
+    weights: list[float] | None = None
+    attribute_from: dict[str, int] | None = None  # method "attribute": which member each attribute comes from
+    search: bool = False  # search the weights on the members' out-of-fold predictions
+
+
+def _check_options(members: list[Path], how: Combination) -> None:
     """Refuse contradictory options before any member is predicted (that can take long)."""
+    method, weights, attribute_from, search = how.method, how.weights, how.attribute_from, how.search
     if method not in METHODS:
         raise ValueError(f"unknown ensemble method '{method}'; valid: {list(METHODS)}")
     if search and weights is not None:
@@ -152,17 +164,17 @@ def _check_options(members: list[Path], method: str, weights, attribute_from, se
                          f"with oof.csv; these are not: {no_oof}")
 
 
-def ensemble(members: list[Path], out: Path, method: str = "soft", weights: list[float] | None = None,
-             attribute_from: dict[str, int] | None = None, eval_dir: Path | None = None, tta: str = "none",
-             search: bool = False, progress: bool = True) -> dict:
+def ensemble(members: list[Path], out: Path, how: Combination = Combination(), eval_dir: Path | None = None,
+             tta: str = "none", progress: bool = True) -> dict:
     """Combine members into `out` (submission) + `<out stem>.probs.csv`; returns what was done."""
-    _check_options(members, method, weights, attribute_from, search)
+    _check_options(members, how)
+    method, weights, attribute_from = how.method, how.weights, how.attribute_from
     out = Path(out)
     work = out.parent / f"{out.stem}_members"  # created by the first model member's predict
     # one folder per member: two members may share a name (fold0 of two cv runs)
     sources = [load_source(m, eval_dir, work / str(j), tta, progress) for j, m in enumerate(members)]
     info: dict = {"members": [s.name for s in sources], "method": method}
-    if search:
+    if how.search:
         weights, best, equal = search_weights(sources, method)
         info.update(searched_weights=weights, oof_f1=best, oof_f1_equal_weights=equal)
     probs = combine(_aligned(sources), method, weights, attribute_from)

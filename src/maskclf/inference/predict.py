@@ -102,7 +102,7 @@ def _model_probs(loaded: LoadedModel, images: np.ndarray, device: torch.device, 
         acc: dict[str, np.ndarray] = {}
         for i, view in enumerate(views):
             out = predict_outputs(model, data, view, device, batch_size, amp=amp,
-                                  desc=f"predict {name} view {i + 1}/{len(views)}", progress=progress)
+                                  desc=f"predict {name} view {i + 1}/{len(views)}" if progress else None)
             for k, v in member_probs(out, spec, name).items():
                 acc[k] = acc.get(k, 0) + v.numpy() / len(views)
         attrs.update(acc)
@@ -130,17 +130,27 @@ class PredictResult:
     faces: list[str] = field(default_factory=list)  # per image: found, multiple:N, fallback, undetected, unreadable
 
 
-def predict(checkpoint: Path, eval_dir: Path, out: Path | None = None, tta: str = "none", device: str = "auto",
-            batch_size: int = 256, progress: bool = True, group_persons: float | None = None,
-            calibration: bool = True, group_weighting: str = "face") -> PredictResult:
+@dataclass(frozen=True)
+class PredictOptions:
+    """How `predict` predicts: TTA views, batch size, class offsets, person grouping."""
+
+    tta: str = "none"
+    batch_size: int = 256
+    calibration: bool = True  # False ignores the checkpoint's class offsets (train.calibrate)
+    # Group the eval photos of one person (upper-face similarity >= this, see maskclf.inference.grouping) and let
+    # each group agree on gender and age, each photo weighted as group_weighting says ("face" or "equal").
+    group_similarity: float | None = None
+    group_weighting: str = "face"
+
+
+def predict(checkpoint: Path, eval_dir: Path, out: Path | None = None, options: PredictOptions = PredictOptions(),
+            device: str = "auto", progress: bool = True) -> PredictResult:
     """Write `out` (ImageID,ans in info.csv order) and `<out stem>.probs.csv` (ImageID + 18 probabilities).
 
-    `group_persons=T` groups the eval photos of one person (upper-face similarity >= T, see maskclf.inference.grouping)
-    and lets each group agree on gender and age, each photo weighted as `group_weighting` says ("face" or
-    "equal"). `calibration=False` ignores the checkpoint's class offsets. `checkpoint` may also be a `.onnx` file
-    written by `maskclf export`.
+    `checkpoint` may also be a `.onnx` file written by `maskclf export`.
     """
-    check_weighting(group_weighting)  # before minutes of prediction
+    o = options
+    check_weighting(o.group_weighting)  # before minutes of prediction
     dev = resolve_device(device)
     if resolve_checkpoint(checkpoint).name == "last.pt" and Path(checkpoint).is_dir():
         print(f"note: {checkpoint} has no best.pt; predicting with last.pt (the last epoch saved, not the best one)",
@@ -154,11 +164,11 @@ def predict(checkpoint: Path, eval_dir: Path, out: Path | None = None, tta: str 
     if scan.records and not kept:
         path, reason = next(iter(skipped.items()))
         raise ValueError(f"{ev}: none of the {len(scan.records)} eval images could be read (e.g. {path}: {reason})")
-    probs = predict_probs(loaded, images, dev, tta, batch_size, progress, calibration)
+    probs = predict_probs(loaded, images, dev, o.tta, o.batch_size, progress, o.calibration)
     groups = None
-    if group_persons is not None:
-        groups = person_groups(images, group_persons)
-        probs = group_probs(probs, groups, group_weighting)
+    if o.group_similarity is not None:
+        groups = person_groups(images, o.group_similarity)
+        probs = group_probs(probs, groups, o.group_weighting)
     ids = [r.key for r in scan.records]
     full = _fill_missing(ids, [r.key for r in kept], probs, skipped)
     ckpt_dir = Path(checkpoint).parent if Path(checkpoint).is_file() else Path(checkpoint)

@@ -96,7 +96,7 @@ def member_outputs(m: MemberParts, model: torch.nn.Module, data: CropSet, device
                    desc: str) -> dict[str, torch.Tensor]:
     """Head outputs of `model` over `data`, with the member's eval transform, AMP and memory format."""
     return predict_outputs(model, data, m.eval_transform, device, amp=m.step.amp, memory_format=m.step.memory_format,
-                           desc=desc, progress=progress)
+                           desc=desc if progress else None)
 
 
 def member_score(outputs: dict, spec: HeadSpec, labels: np.ndarray, name: str) -> tuple[float, dict]:
