@@ -41,6 +41,8 @@ class NamedCfg(_Section):
 
 
 class DataCfg(_Section):
+    """`data.*`: where the data is, age groups, label fixes, the validation split, extra folders."""
+
     root: Path | None = None
     age_bounds: tuple[int, int] = (30, 60)  # where the training labels cut the three age groups
     # The groups validation, cv out-of-fold scores and eval ground truth are scored in. Group k of a prediction
@@ -83,6 +85,8 @@ class DataCfg(_Section):
 
 
 class PrepareCfg(_Section):
+    """`prepare.*`: how face crops are found and cached."""
+
     size: int = Field(128, ge=16, le=1024)  # side of the square face crop stored in the cache
     # yuface (libfacedetection, weights compiled into the wheel): ~3x faster than MTCNN with fewer misses here.
     detector: Literal["mtcnn", "yuface", "haar", "none"] = "yuface"
@@ -103,6 +107,8 @@ class PrepareCfg(_Section):
 
 
 class ModelCfg(_Section):
+    """`model.*`: backbone, pretrained start, head layout, age mode and head options."""
+
     # Default: ImageNet MobileNetV2 whose weights ship in a wheel (works offline, ~2x the images/s of a ResNet18
     # on CPU) with one head per question. On a GPU, pick a larger timm backbone with pretrained="timm".
     backbone: str = "mobilenetv2_100"
@@ -130,6 +136,8 @@ class ModelCfg(_Section):
 
 
 class AugmentCfg(_Section):
+    """`train.augment.*`: the augmentation preset, its per-op overrides, Mixup/CutMix."""
+
     preset: str = "custom"  # the competition favourites; colour/grayscale jitter keeps the model off mask colour
     params: dict[str, Any] = Field(default_factory=dict)  # per-op overrides of the preset, e.g. {hflip_p: 0.0}
     mixup: float = Field(0.0, ge=0.0, le=1.0)  # probability of applying Mixup to a batch
@@ -142,6 +150,8 @@ class AugmentCfg(_Section):
 
 
 class TrainCfg(_Section):
+    """`train.*`: epochs, batches, optimiser, schedule, loss, sampler, budget and runtime switches."""
+
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(64, ge=1)
     input_size: int = Field(112, ge=16)
@@ -186,6 +196,8 @@ class TrainCfg(_Section):
 
 
 class RunCfg(_Section):
+    """`run.*`: the run folder's name and place, and the trackers."""
+
     name: str = "exp"
     out_dir: Path = Path("runs")
     tensorboard: bool = True
@@ -194,6 +206,8 @@ class RunCfg(_Section):
 
 
 class Config(_Section):
+    """The whole typed config: defaults in code, YAML files and --set hold only changes."""
+
     data: DataCfg = Field(default_factory=DataCfg)
     prepare: PrepareCfg = Field(default_factory=PrepareCfg)
     model: ModelCfg = Field(default_factory=ModelCfg)
@@ -217,9 +231,11 @@ class Config(_Section):
         return self
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as plain JSON-compatible values."""
         return self.model_dump(mode="json")
 
     def to_yaml(self) -> str:
+        """The config as YAML, every key in schema order."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 

@@ -52,6 +52,7 @@ class Record:
 
     @property
     def label(self) -> int:
+        """The 18-class label, or -1 when any part is unknown."""
         if min(self.mask, self.gender, self.age_group) < 0:
             return -1
         return int(encode(self.mask, self.gender, self.age_group))
@@ -59,6 +60,8 @@ class Record:
 
 @dataclass
 class Problem:
+    """One thing wrong with a dataset folder (fatal or a warning)."""
+
     path: str
     message: str
     fatal: bool = False
@@ -69,15 +72,20 @@ class Problem:
 
 @dataclass
 class Scan:
+    """Records found in a folder and the problems met on the way."""
+
     records: list[Record] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
 
     @property
     def fatal(self) -> bool:
+        """Whether any problem makes the folder unusable."""
         return any(p.fatal for p in self.problems)
 
     def warn(self, path, message: str) -> None:
+        """Record a warning about `path`."""
         self.problems.append(Problem(str(path), message))
 
     def error(self, path, message: str) -> None:
+        """Record a fatal problem about `path`."""
         self.problems.append(Problem(str(path), message, fatal=True))

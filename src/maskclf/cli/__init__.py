@@ -13,6 +13,7 @@ COMMAND_MODULES = [data_cmds, train_cmds, inference_cmds, toolkit_cmds, report_c
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `maskclf` argument parser with every subcommand registered."""
     parser = argparse.ArgumentParser(
         prog="maskclf",
         description="Mask status x gender x age-group face classification, from dataset folder to scored submission.",
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run `maskclf` with `argv` (default: the command line); returns the exit code."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -10,6 +10,7 @@ from maskclf.layout import DataError
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
+    """Add the --config/--set options every config-reading command takes."""
     p.add_argument("--config", "-c", action="append", default=[], metavar="YAML",
                    help="YAML file with config changes (repeatable, applied in order)")
     p.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -31,6 +32,7 @@ def config_from(args: argparse.Namespace, data_root=None) -> Config:
 
 
 def subparser(sub, name: str, help: str, example: str) -> argparse.ArgumentParser:
+    """A subcommand parser whose help shows `example` as its epilog."""
     return sub.add_parser(name, help=help, description=help, epilog=f"example:\n  {example}",
                           formatter_class=argparse.RawDescriptionHelpFormatter)
 

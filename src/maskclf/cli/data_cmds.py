@@ -9,6 +9,7 @@ from maskclf.cli.common import add_config_args, config_from, subparser
 
 
 def register(sub) -> None:
+    """Add check, prepare, config and demo to `sub`."""
     p = subparser(sub, "check", "validate a competition-layout folder and print a report",
                   "maskclf check ../shared/data/utkmask")
     p.add_argument("data_dir", type=Path)
@@ -39,6 +40,7 @@ def register(sub) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    """`maskclf check`."""
     from maskclf.data.check import format_check, run_check
 
     cfg = config_from(args)
@@ -48,6 +50,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
+    """`maskclf prepare`."""
     from maskclf.data.prepare import format_prepare_report, prepare
 
     cfg = config_from(args)
@@ -63,11 +66,13 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
+    """`maskclf config show`."""
     print(config_from(args).to_yaml(), end="")
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """`maskclf demo`."""
     import tempfile
 
     from maskclf.toolkit.demo import demo_config, run_demo

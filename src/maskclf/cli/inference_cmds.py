@@ -9,6 +9,7 @@ from maskclf.cli.common import subparser
 
 
 def register(sub) -> None:
+    """Add detect, export and serve to `sub`."""
     p = subparser(sub, "detect", "find every face in photos, classify each, write JSON lines + CSV (+ drawn copies)",
                   "maskclf detect runs/exp/best.pt group.jpg photos/ -o faces.jsonl --draw")
     p.add_argument("model", type=Path, help="a best.pt/last.pt file, a run folder or an exported .onnx model")
@@ -42,6 +43,7 @@ def register(sub) -> None:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
+    """`maskclf detect`."""
     from maskclf.inference.detect import detect, load_pipeline
 
     if args.out.suffix == ".csv":
@@ -55,6 +57,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    """`maskclf export`."""
     from maskclf.inference.onnx_export import export_onnx
 
     r = export_onnx(args.checkpoint, args.out, args.check)
@@ -65,6 +68,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """`maskclf serve`."""
     from maskclf.toolkit.serve import Limits, serve
 
     serve(args.model, args.host, args.port, Limits(int(args.max_upload_mb * 1024 * 1024), args.max_pixels),

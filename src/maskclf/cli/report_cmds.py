@@ -10,6 +10,7 @@ from maskclf.cli.common import add_config_args, config_from, subparser
 
 
 def register(sub) -> None:
+    """Add eda, report and explain to `sub`."""
     p = subparser(sub, "eda", "data report (HTML): counts, ages, face-cache fallbacks, samples, label fixes, problems",
                   "maskclf eda ../shared/data/utkmask -o utkmask-eda.html")
     p.add_argument("data_dir", type=Path)
@@ -35,6 +36,7 @@ def register(sub) -> None:
 
 
 def cmd_eda(args: argparse.Namespace) -> int:
+    """`maskclf eda`."""
     from maskclf.toolkit.eda import build_eda
 
     cfg = config_from(args)
@@ -45,6 +47,7 @@ def cmd_eda(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """`maskclf report`."""
     from maskclf.toolkit.run_report import build_run_report
 
     r = build_run_report(args.run_dir, args.out, args.compare, args.device)
@@ -53,6 +56,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    """`maskclf explain`."""
     from maskclf.inference.saliency import explain_images
     from maskclf.utils.runtime import resolve_device
 

@@ -9,6 +9,7 @@ from maskclf.cli.common import add_config_args, config_from, subparser
 
 
 def register(sub) -> None:
+    """Add cv, ensemble, compare, runs and synth-masks to `sub`."""
     p = subparser(sub, "cv", "k-fold cross-validation by person: fold models + out-of-fold probabilities and report",
                   "maskclf cv ../shared/data/utkmask -k 5 -c configs/multihead.yaml")
     p.add_argument("data_dir", type=Path)
@@ -65,6 +66,7 @@ def register(sub) -> None:
 
 
 def cmd_cv(args: argparse.Namespace) -> int:
+    """`maskclf cv`."""
     from maskclf.toolkit.crossval import cross_validate
 
     cfg = config_from(args, data_root=args.data_dir)
@@ -95,6 +97,7 @@ def _parse_weights(text: str | None) -> list[float] | None:
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
+    """`maskclf ensemble`."""
     from maskclf.inference.ensemble import Combination, ensemble
 
     how = Combination(args.method, _parse_weights(args.weights), _parse_attribute(args.attribute), args.search_weights)
@@ -107,6 +110,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    """`maskclf compare`."""
     from maskclf.toolkit.compare import compare_submissions, format_comparison
 
     result = compare_submissions(args.a, args.b, args.gt, args.images, args.html)
@@ -115,6 +119,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    """`maskclf runs`."""
     from maskclf.toolkit.runs_table import config_diff, format_runs_table, runs_table, write_runs_csv
 
     if args.args:
@@ -143,6 +148,7 @@ def _run_path(runs_dir: Path, name: str) -> Path:
 
 
 def cmd_synth_masks(args: argparse.Namespace) -> int:
+    """`maskclf synth-masks`."""
     from maskclf.faces.detect import build_detector
     from maskclf.faces.synthmasks import synth_masks
 

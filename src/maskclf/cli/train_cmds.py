@@ -13,6 +13,7 @@ from maskclf.utils.rundir import load_run_config
 
 
 def register(sub) -> None:
+    """Add train, predict and evaluate to `sub`."""
     p = subparser(sub, "train", "train a model from the face-crop cache into runs/<name>",
                   "maskclf train ../shared/data/utkmask -c configs/multihead.yaml --set train.epochs=5")
     p.add_argument("data_dir", type=Path, nargs="?",
@@ -54,6 +55,7 @@ def register(sub) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """`maskclf train`."""
     from maskclf.training.fit import fit
 
     if args.resume is None and args.data_dir is None:
@@ -82,6 +84,7 @@ def _build_report(run_dir: Path) -> str:
 
 
 def format_summary(s: dict) -> str:
+    """The lines `train` prints about a finished run."""
     attrs = "  ".join(f"{k} acc {v['accuracy']:.3f} F1 {v['f1']:.3f}" for k, v in s["val_attributes"].items())
     stops = "; ".join(m["stopped"] if n == "main" else f"{n}: {m['stopped']}" for n, m in s["members"].items())
     return "\n".join([
@@ -109,6 +112,7 @@ def _data_notes(s: dict) -> list[str]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    """`maskclf predict`."""
     from maskclf.inference.predict import PredictOptions, predict
 
     if args.group_similarity is not None and not args.group_persons:
@@ -131,6 +135,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """`maskclf evaluate`."""
     from maskclf.toolkit.evaluate import evaluate_submission, format_report
     from maskclf.labels import AgeBounds
 

@@ -9,6 +9,7 @@ from maskclf.cli.common import add_config_args, config_from, subparser
 
 
 def register(sub) -> None:
+    """Add tune and noise to `sub`."""
     p = subparser(sub, "tune", "search hyperparameters with Optuna: one training run per trial, pruning weak trials",
                   "maskclf tune ../shared/data/utkmask --space configs/tune_space.yaml --trials 20 --study lr\n"
                   "  several workers on one study: the same --study, --storage and --max-trials for each, e.g.\n"
@@ -44,6 +45,7 @@ def register(sub) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    """`maskclf tune`."""
     from maskclf.toolkit.tune import format_tune, load_space, tune
 
     cfg = config_from(args, data_root=args.data_dir)
@@ -54,6 +56,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_noise(args: argparse.Namespace) -> int:
+    """`maskclf noise`."""
     from maskclf.toolkit.noise import find_label_noise, format_suspects
 
     result = find_label_noise(args.cv_dir, args.top, args.out)

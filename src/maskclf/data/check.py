@@ -18,6 +18,8 @@ from maskclf.data.train_data import bounds_of, fix_labels
 
 @dataclass
 class CheckReport:
+    """What `check` found: train and eval records, label fixes and problems."""
+
     root: Path
     train: list[Record] = field(default_factory=list)
     eval: list[Record] = field(default_factory=list)
@@ -27,6 +29,7 @@ class CheckReport:
 
     @property
     def fatal(self) -> bool:
+        """Whether any problem makes the folder unusable."""
         return any(p.fatal for p in self.problems)
 
 

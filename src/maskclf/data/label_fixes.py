@@ -18,6 +18,8 @@ KEYS = ACTIONS + ("only_if_all_races",)
 
 @dataclass
 class LabelFixes:
+    """Per-person corrections: new gender, new age, swapped mask images."""
+
     gender: dict[str, int] = field(default_factory=dict)  # person id -> new gender (0/1)
     age: dict[str, int] = field(default_factory=dict)  # person id -> new age in years
     swap_incorrect_normal: set[str] = field(default_factory=set)  # person ids whose two photos are swapped

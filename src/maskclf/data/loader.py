@@ -31,6 +31,7 @@ class CropSet:
         return len(self.labels)
 
     def subset(self, idx: np.ndarray) -> "CropSet":
+        """The crops at `idx`, as a new CropSet."""
         marks = None if self.landmarks is None else self.landmarks[idx]
         return CropSet(self.images[idx], self.labels[idx], self.ages[idx], [self.keys[i] for i in idx], marks,
                        self.paint)

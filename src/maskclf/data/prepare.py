@@ -15,6 +15,8 @@ SCANNERS = {"train": (scan_train, "train.csv"), "eval": (scan_eval, "info.csv")}
 
 @dataclass
 class PrepareResult:
+    """What a prepare run did, per split."""
+
     root: Path
     cache_dir: Path
     counts: dict[str, int]  # images found per split

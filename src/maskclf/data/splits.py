@@ -15,6 +15,8 @@ from maskclf.layout import Record
 
 @dataclass
 class Split:
+    """Which people train and which validate (person-level, saved as split.json)."""
+
     train: list[str]  # person ids
     val: list[str]
     method: str

@@ -15,6 +15,8 @@ from maskclf.data.label_fixes import applies, apply_fixes, load_fixes
 
 @dataclass
 class TrainData:
+    """The labelled training records a config asks for, with scan problems and label fixes."""
+
     root: Path
     records: list[Record]  # main folder, label fixes applied
     extra: dict[Path, list[Record]] = field(default_factory=dict)  # extra folders (train-only people, no label fixes)

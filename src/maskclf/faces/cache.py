@@ -57,6 +57,7 @@ def _read_index(path: Path) -> dict:
 
 
 def default_cache_root() -> Path:
+    """$MASKCLF_CACHE, else ~/.cache/maskclf."""
     return Path(os.environ.get("MASKCLF_CACHE") or Path.home() / ".cache" / "maskclf")
 
 
@@ -92,6 +93,8 @@ def cache_key(root: Path, path: Path) -> str:
 
 @dataclass
 class UpdateStats:
+    """What one cache update did: images asked for, processed, reused, failed, fallbacks."""
+
     total: int = 0  # distinct images asked for
     new: int = 0  # processed for the first time
     changed: int = 0  # processed again because size or mtime changed
@@ -103,6 +106,7 @@ class UpdateStats:
 
     @property
     def images_per_s(self) -> float:
+        """Processing speed of the images this update (re)processed."""
         return (self.new + self.changed) / self.seconds if self.seconds > 0 else 0.0
 
 
@@ -162,15 +166,18 @@ class FaceCache:
 
     @property
     def size(self) -> int | None:
+        """Side of the cached crops, or None for an empty cache."""
         settings = self._index["settings"]
         return settings["size"] if settings else None
 
     @property
     def failed(self) -> dict[str, str]:
+        """Cache key -> why that image could not be read."""
         return {k: v["message"] for k, v in self._index["failed"].items()}
 
     @property
     def fallback(self) -> set[str]:
+        """Keys whose crop used the fallback box (no face found)."""
         return {k for k, e in self._index["entries"].items() if e["fallback"]}
 
     @property
@@ -186,12 +193,14 @@ class FaceCache:
         return "fallback" if n == 0 else "found" if n == 1 else f"multiple:{n}"
 
     def keys(self) -> list[str]:
+        """Every cached key, in insertion order."""
         return list(self._index["entries"])
 
     def __len__(self) -> int:
         return len(self._index["entries"])
 
     def has(self, key: str) -> bool:
+        """Whether `key` has a crop in the cache."""
         return key in self._index["entries"]
 
     def face(self, key: str) -> Face | None:

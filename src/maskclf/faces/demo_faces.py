@@ -31,6 +31,8 @@ Generated with seed {seed}: {n_train} train people, {n_eval} eval people, {w}x{h
 
 @dataclass(frozen=True)
 class Person:
+    """One synthetic person: id, gender, age and race."""
+
     id: str
     gender: int
     age: int
@@ -38,6 +40,7 @@ class Person:
 
     @property
     def folder(self) -> str:
+        """The person's folder name in the competition layout."""
         return f"{self.id}_{GENDER_NAMES[self.gender]}_{self.race}_{self.age}"
 
 

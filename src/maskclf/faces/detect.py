@@ -39,6 +39,7 @@ class Face:
 
     @property
     def area(self) -> float:
+        """Box area in pixels."""
         return max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1])
 
     def moved(self, scale: float, shift: float) -> Face:
@@ -49,6 +50,8 @@ class Face:
 
 
 class Detector(Protocol):
+    """Anything that finds faces in an RGB image."""
+
     def detect(self, img_rgb: np.ndarray) -> list[Face]: ...
 
 

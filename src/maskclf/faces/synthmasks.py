@@ -44,6 +44,7 @@ class SynthStats:
         return self.written / tried if tried else 0.0
 
     def summary(self) -> str:
+        """One line describing the synthetic set written."""
         per_face = self.seconds / max(1, self.written + self.no_landmarks)
         return (f"{self.written} people written, {self.existing} already there, {len(self.skipped)} skipped "
                 f"(landmarks found for {self.landmark_rate:.1%}; {per_face * 1000:.0f} ms per face)")

@@ -102,6 +102,8 @@ def image_files(paths: list[Path]) -> tuple[list[Path], list[Path], dict[str, st
 
 @dataclass
 class DetectResult:
+    """Faces found in every readable photo, skipped files and the files written."""
+
     images: list[dict]  # one per readable image: path, width, height, faces (the JSON lines)
     skipped: dict[str, str]  # unreadable file -> reason
     jsonl: Path | None = None
@@ -139,6 +141,7 @@ def detect(model: Path | FacePipeline, paths: list[Path], out: Path | None = Non
 
 
 def save_drawn(image, path: Path) -> None:
+    """Save a photo with its boxes drawn (JPEG or PNG by suffix)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
     target = path if fmt == "JPEG" or path.suffix.lower() == ".png" else path.with_suffix(path.suffix + ".png")
@@ -146,6 +149,7 @@ def save_drawn(image, path: Path) -> None:
 
 
 def write_jsonl(path: Path, images: list[dict]) -> None:
+    """One JSON line per image, written atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, lambda fh: fh.write("".join(json.dumps(r) + "\n" for r in images).encode()))
 
@@ -165,6 +169,7 @@ def csv_rows(images: list[dict]) -> list[list]:
 
 
 def write_csv(path: Path, images: list[dict]) -> None:
+    """One CSV row per face, written atomically."""
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(CSV_COLUMNS)

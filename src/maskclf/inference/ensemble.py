@@ -18,6 +18,8 @@ METHODS = ("soft", "hard", "attribute")
 
 @dataclass
 class Source:
+    """One ensemble member's eval probabilities (and out-of-fold ones for cv folders)."""
+
     name: str
     ids: list[str]
     probs: np.ndarray

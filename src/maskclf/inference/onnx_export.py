@@ -52,6 +52,8 @@ class ProbsNet(nn.Module):
 
 @dataclass
 class ExportResult:
+    """The written .onnx file and its parity against torch."""
+
     path: Path
     parity: dict  # images, max_abs_diff, argmax_agree, tolerance
 

@@ -42,6 +42,7 @@ class LoadedModel:
 
 
 def load_model(path: Path, device: torch.device) -> LoadedModel:
+    """Rebuild the model(s) of a checkpoint on `device`, ready to predict."""
     ckpt = load_checkpoint(path)
     cfg = checkpoint_config(ckpt, path)
     try:
@@ -121,6 +122,8 @@ def resolve_eval_root(path: Path) -> tuple[Path, Path]:
 
 @dataclass
 class PredictResult:
+    """The files predict wrote and what they hold."""
+
     submission: Path
     probs_path: Path
     image_ids: list[str]

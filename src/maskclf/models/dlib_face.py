@@ -192,6 +192,7 @@ class DlibFaceExtractor(nn.Module):
 
     @property
     def store(self) -> DescriptorStore:
+        """The descriptor store that remembers encoded chips."""
         return store_for(self.store_dir)
 
     def descriptors(self, chips: np.ndarray) -> np.ndarray:

@@ -20,6 +20,8 @@ from maskclf.training.fit import fit
 
 @dataclass
 class CVResult:
+    """A finished cv run: its folder, out-of-fold F1 and report, per-fold F1 and checkpoints."""
+
     cv_dir: Path
     oof_f1: float
     fold_f1: list[float]

@@ -25,12 +25,14 @@ DEMO_OVERRIDES = [
 
 
 def demo_config(files: list, overrides: list, out: Path) -> Config:
+    """The demo's tiny config for `out`, with the user's files and overrides on top."""
     base = load_config([], DEMO_OVERRIDES + [f"run.out_dir={out / 'runs'}", f"data.cache_dir={out / 'cache'}"])
     return load_config(files, overrides, base=base)
 
 
 def run_demo(cfg: Config, data: Path | None = None, out: Path | None = None, seed: int = 0,
              progress: bool = True) -> int:
+    """Generate (or use) data, prepare, train, predict and evaluate, printing where everything is; returns 0."""
     from maskclf.toolkit.evaluate import evaluate_submission, format_report
     from maskclf.data.prepare import format_prepare_report, prepare
     from maskclf.inference.predict import predict

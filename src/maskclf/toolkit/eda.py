@@ -31,6 +31,8 @@ MAX_GALLERY = 60  # thumbnails of photos that fell back to the fixed box
 
 @dataclass
 class EdaResult:
+    """The data report page, its figures, how long it took and what it counted."""
+
     html: Path
     figures: list[Path]
     seconds: float

@@ -31,10 +31,12 @@ pre { background: #f6f6f6; padding: 0.6em; font-size: 12px; overflow-x: auto; }
 
 
 def esc(value) -> str:
+    """HTML-escaped text of `value`."""
     return html.escape(str(value))
 
 
 def data_uri(png_or_jpeg: bytes, kind: str = "png") -> str:
+    """An image as a data: URI for embedding."""
     return f"data:image/{kind};base64," + base64.b64encode(png_or_jpeg).decode("ascii")
 
 
@@ -89,15 +91,18 @@ class Page:
         return f"<img class='figure' alt='{esc(name)}' src='{data_uri(buf.getvalue())}'>"
 
     def add(self, heading: str, body: str, anchor: str = "") -> None:
+        """Append a section with a heading (and an anchor to link to)."""
         ident = f" id='{esc(anchor)}'" if anchor else ""
         self.sections.append(f"<section{ident}><h2>{esc(heading)}</h2>\n{body}\n</section>")
 
     def render(self, intro: str = "") -> str:
+        """The whole page as HTML text."""
         return (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{esc(self.title)}</title>"
                 f"<style>{STYLE}</style></head><body>\n<h1>{esc(self.title)}</h1>\n{intro}\n"
                 + "\n".join(self.sections) + "\n</body></html>\n")
 
     def write(self, path: Path, intro: str = "") -> Path:
+        """Write the page atomically to `path`."""
         data = self.render(intro).encode("utf-8")
         write_atomic(Path(path), lambda fh: fh.write(data))
         return Path(path)

@@ -208,6 +208,8 @@ the current label is wrong (for swaps: geometric mean over the two outlined phot
 
 @dataclass
 class NoiseResult:
+    """Suspected label errors and the gallery, draft fixes and table written."""
+
     suspects: list[Suspect]
     overrides: Path
     gallery: Path

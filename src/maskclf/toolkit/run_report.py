@@ -34,6 +34,8 @@ GRADCAM_PX = 128  # side of each crop and overlay in the Grad-CAM picture
 
 @dataclass
 class RunReport:
+    """The run report page and the figure files it embeds."""
+
     html: Path
     figures: list[Path]
 

@@ -21,6 +21,7 @@ def _any_run_config(run_dir: Path) -> dict:
 
 
 def config_diff(a: Path, b: Path) -> dict[str, tuple[Any, Any]]:
+    """Config keys whose values differ between two runs."""
     return diff(_any_run_config(a), _any_run_config(b))
 
 
@@ -99,6 +100,7 @@ def format_runs_table(rows: list[dict[str, Any]], varying: list[str], sort: str 
 
 
 def write_runs_csv(path: Path, rows: list[dict[str, Any]], varying: list[str]) -> None:
+    """The runs table as CSV, written atomically."""
     import csv
 
     cols = _columns(varying)

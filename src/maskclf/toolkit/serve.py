@@ -29,6 +29,8 @@ FORMATS = {"JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "MPO"}
 
 @dataclass(frozen=True)
 class Limits:
+    """What the web app accepts: upload bytes, decoded pixels, faces per photo."""
+
     max_bytes: int = 10 * 1024 * 1024  # upload size (the whole multipart body)
     max_pixels: int = 40_000_000  # width x height of the decoded image
     max_faces: int = 50

@@ -30,6 +30,8 @@ PRUNERS = {"median": lambda: optuna.pruners.MedianPruner(n_warmup_steps=1), "non
 
 @dataclass
 class TuneResult:
+    """A finished study: where it is stored, its best value and params, and the best config file."""
+
     study_name: str
     storage: str
     study_dir: Path

@@ -51,6 +51,7 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         self.heartbeat_interval, self.grace_period, self.callback = heartbeat_interval, 2 * heartbeat_interval, callback
 
     def record_heartbeat(self, trial_id: int) -> None:
+        """Mark `trial_id` alive now."""
         self.set_trial_system_attr(trial_id, _BEAT, time.time())
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
@@ -60,9 +61,11 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
                 if now - t.system_attrs.get(_BEAT, t.datetime_start.timestamp()) > self.grace_period]
 
     def get_heartbeat_interval(self) -> int:
+        """Seconds between heartbeats."""
         return self.heartbeat_interval
 
     def get_heartbeat_stale_trial_callback(self) -> Retry:
+        """What to do with a trial whose worker died."""
         return self.callback
 
 

@@ -129,6 +129,7 @@ class Plateau:
         return self.scale
 
     def update(self, metric: float) -> None:
+        """Take one epoch's validation metric; cut the scale after `patience` bad epochs."""
         if metric > self.best + self.threshold:
             self.best, self.bad_epochs = metric, 0
             return
@@ -168,9 +169,11 @@ class Schedule:
 
     @property
     def lr(self) -> float:
+        """The current learning rate of the first param group."""
         return self.optimizer.param_groups[0]["lr"]
 
     def multiplier(self, iteration: int) -> float:
+        """The lr factor at optimiser step `iteration` (warm-up times shape)."""
         e = iteration / self.steps_per_epoch
         warm = 1.0
         if e < self.warmup_epochs:

@@ -34,6 +34,7 @@ def save_config(run_dir: Path, cfg: Config) -> None:
 
 
 def load_run_config(run_dir: Path) -> Config:
+    """The validated config.yaml of a run folder."""
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a maskclf run folder (no config.yaml)")
@@ -57,6 +58,7 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
+    """A run's summary.json, or {} when it has none (unfinished)."""
     path = Path(run_dir) / "summary.json"
     return json.loads(path.read_text()) if path.is_file() else {}
 

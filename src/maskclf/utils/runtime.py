@@ -55,6 +55,7 @@ def grad_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScaler:
 
 
 def memory_format(device: torch.device, channels_last: bool) -> torch.memory_format:
+    """channels_last when asked for on CUDA, else contiguous."""
     return torch.channels_last if channels_last and device.type == "cuda" else torch.contiguous_format
 
 
@@ -67,6 +68,7 @@ class Dist:
 
     @property
     def main(self) -> bool:
+        """Whether this process writes (rank 0)."""
         return self.rank == 0
 
 
@@ -102,6 +104,7 @@ def broadcast(obj, d: Dist):
 
 
 def barrier(d: Dist) -> None:
+    """Wait for every rank (no-op alone)."""
     if d.world > 1:
         import torch.distributed as dist
 

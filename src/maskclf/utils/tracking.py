@@ -36,6 +36,7 @@ class Tracker:
             self._wandb = wandb_lib.init(dir=str(self.run_dir), name=self.run_dir.name, config=config or {})
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
+        """Append `metrics` at `step` to metrics.jsonl and the optional trackers."""
         row = metrics_row(metrics, step)
         with self.metrics_path.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
@@ -65,6 +66,7 @@ class Tracker:
         plt.close(figure)
 
     def close(self) -> None:
+        """Flush and close the optional trackers."""
         if self._tb:
             self._tb.close()
         if self._wandb:
@@ -77,12 +79,15 @@ class NullTracker:
     draws_figures = False
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
+        """Ignore the metrics."""
         pass
 
     def log_figure(self, tag: str, figure, step: int) -> None:
+        """Ignore the figure."""
         pass
 
     def close(self) -> None:
+        """Nothing to close."""
         pass
 
 
