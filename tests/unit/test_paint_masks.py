@@ -65,7 +65,7 @@ def test_loader_runs_the_paint_hook_on_training_batches(tiny_train):
     data = tiny_train.subset(np.arange(len(tiny_train)))
     data.paint = MaskPainter(1.0, seed=0)
     order = np.arange(len(data))
-    labels = np.concatenate([b[1].numpy() for b in iterate(data, order, 32, prefetch=True)])
+    labels = np.concatenate([b[1].numpy() for b in iterate(data, order, 32)])
     assert (mask_of(labels) == 2).sum() < (mask_of(data.labels) == 2).sum() * 0.3
     assert (labels != data.labels).sum() == (mask_of(labels) != mask_of(data.labels)).sum()
 

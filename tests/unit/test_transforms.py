@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from maskclf.data.transforms import PRESETS, TTA_VIEWS, _affine_grid, build_augment, build_eval_transform, tta_views
+from maskclf.data.transforms import (PRESETS, TTA_VIEWS, EvalTransform, _affine_grid, build_augment, build_eval_transform,
+                                     tta_views)
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 RAW = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # mean/std that leave 0-1 pixel values as they are
@@ -205,7 +206,7 @@ def test_override_replaces_one_setting_of_a_preset():
 def test_eval_transform_equals_base_and_centre_crop_is_exact():
     batch = _random_batch(size=128)
     torch.testing.assert_close(build_eval_transform(112, MEAN, STD)(batch), build_augment("base", 112, MEAN, STD)(batch))
-    crop = build_eval_transform(64, MEAN, STD, crop_fraction=0.5)(batch)
+    crop = EvalTransform(64, MEAN, STD, crop=0.5)(batch)
     torch.testing.assert_close(crop, _norm(_chw(batch)[:, :, 32:96, 32:96]), atol=1e-5, rtol=0)
 
 

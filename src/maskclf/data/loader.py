@@ -46,7 +46,7 @@ def epoch_order(n: int, seed: int, epoch: int, sampler=None) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-def iterate(data: CropSet, order: np.ndarray, batch_size: int, drop_last: bool = False, prefetch: bool = True):
+def iterate(data: CropSet, order: np.ndarray, batch_size: int, drop_last: bool = False):
     """Yield (uint8 images (B,S,S,3), labels (B,), ages (B,)) CPU tensors; gathers the next batch in a thread."""
     stops = range(0, len(order), batch_size)
 
@@ -58,10 +58,6 @@ def iterate(data: CropSet, order: np.ndarray, batch_size: int, drop_last: bool =
         return torch.from_numpy(images), torch.from_numpy(labels), torch.from_numpy(data.ages[idx].astype(np.float32))
 
     starts = [s for s in stops if not (drop_last and s + batch_size > len(order))]
-    if not prefetch:
-        for s in starts:
-            yield make(s)
-        return
     queue: Queue = Queue(maxsize=2)
     stop = threading.Event()
 

@@ -300,10 +300,10 @@ class EvalTransform:
         return _finish(_normaliser(self.mean, self.std, x.device)(x), self.channels_last)
 
 
-def build_eval_transform(out_size: int, mean: Sequence[float], std: Sequence[float], crop_fraction: float = 1.0,
-                         *, channels_last: bool = False) -> EvalTransform:
-    """Resize the centre `crop_fraction` of each side to `out_size` and normalise."""
-    return EvalTransform(out_size, mean, std, crop=crop_fraction, channels_last=channels_last)
+def build_eval_transform(out_size: int, mean: Sequence[float], std: Sequence[float], *,
+                         channels_last: bool = False) -> EvalTransform:
+    """Resize each crop to `out_size` and normalise."""
+    return EvalTransform(out_size, mean, std, channels_last=channels_last)
 
 
 # View specs (crop, centre, flip) relative to the eval window; corners are 90 % crops touching two edges.
@@ -317,11 +317,10 @@ TTA_VIEWS: dict[str, list[tuple[float, tuple[float, float], bool]]] = {
 }
 
 
-def tta_views(name: str, out_size: int, mean: Sequence[float], std: Sequence[float], crop_fraction: float = 1.0,
-              *, channels_last: bool = False) -> list[EvalTransform]:
+def tta_views(name: str, out_size: int, mean: Sequence[float], std: Sequence[float], *,
+              channels_last: bool = False) -> list[EvalTransform]:
     """The deterministic views of a TTA set; the first is always the plain eval transform."""
     if name not in TTA_VIEWS:
         raise ValueError(f"unknown TTA view set '{name}'; valid names: {sorted(TTA_VIEWS)}")
-    return [EvalTransform(out_size, mean, std, crop=crop_fraction * c,
-                          centre=(crop_fraction * x, crop_fraction * y), flip=flip, channels_last=channels_last)
+    return [EvalTransform(out_size, mean, std, crop=c, centre=(x, y), flip=flip, channels_last=channels_last)
             for c, (x, y), flip in TTA_VIEWS[name]]
