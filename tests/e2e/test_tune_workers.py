@@ -110,8 +110,8 @@ def test_three_workers_share_a_study_and_rerun_the_killed_workers_trial(storage,
 
     with (runs / "w" / "trials.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    table = "\n".join(f"{r['number']:>3} {r['state']:<9} worker={r['worker'] or '-':<22} retry_of={r['retry_of'] or '-'}"
-                      for r in rows)
+    table = "\n".join(f"{r['number']:>3} {r['state']:<9} worker={r['worker'] or '-':<22} "
+                      f"retry_of={r['retry_of'] or '-'}" for r in rows)
     print(f"\n{storage.split(':')[0]} trials:\n{table}")
     states = [r["state"] for r in rows]
     assert states.count("COMPLETE") == CAP and len(rows) == CAP + 1, table  # capped across the workers

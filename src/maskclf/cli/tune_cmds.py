@@ -13,7 +13,7 @@ def register(sub) -> None:
     p = subparser(sub, "tune", "search hyperparameters with Optuna: one training run per trial, pruning weak trials",
                   "maskclf tune ../shared/data/utkmask --space configs/tune_space.yaml --trials 20 --study lr\n"
                   "  several workers on one study: the same --study, --storage and --max-trials for each, e.g.\n"
-                  "  --storage postgresql://user:pw@host/db (machines) or --storage journal:runs/tune.journal (one box)")
+                  "  --storage postgresql://user:pw@host/db (machines) or journal:runs/tune.journal (one machine)")
     p.add_argument("data_dir", type=Path)
     p.add_argument("--space", type=Path, required=True, metavar="YAML",
                    help="search space YAML: dotted config keys -> {type: float|int|categorical, low, high, ...}")
