@@ -12,13 +12,6 @@ from maskclf.inference.predict import predict
 from maskclf.training.fit import fit
 from maskclf.utils.checkpoint import load_checkpoint
 
-TINY = ["model.backbone=test_resnet", "model.pretrained=", "prepare.detector=none", "prepare.size=48",
-        "train.input_size=32", "train.batch_size=16", "train.device=cpu", "train.scheduler.params.warmup_epochs=0",
-        "run.tensorboard=false"]
-
-
-def _cfg(tiny_data, crops, out, *extra):
-    return load_config([], TINY + [f"data.root={tiny_data}", f"data.cache_dir={crops}", f"run.out_dir={out}", *extra])
 
 
 @pytest.fixture
@@ -32,8 +25,8 @@ def mask_folder(tiny_data, tmp_path):
 
 
 @pytest.mark.slow
-def test_refit_trains_on_everyone_for_the_picked_epochs(tiny_data, crops, tmp_path):
-    r = fit(_cfg(tiny_data, crops, tmp_path, "train.epochs=2", "train.refit=true"), progress=False)
+def test_refit_trains_on_everyone_for_the_picked_epochs(tiny_cfg, tiny_data, tmp_path):
+    r = fit(tiny_cfg(tmp_path, "train.epochs=2", "train.refit=true"), progress=False)
     best, holdout = load_checkpoint(r.run_dir / "best.pt"), load_checkpoint(r.run_dir / "holdout.pt")
     picked = r.summary["members"]["main"]["best_epoch"] + 1
     assert best["score"] is None and best["refit"]["epochs"] == {"main": picked}
@@ -51,8 +44,8 @@ def test_refit_refuses_a_plateau_schedule():
         load_config([], ["train.refit=true", "train.scheduler.name=plateau"])
 
 
-def test_mask_only_photos_and_dropped_ages_train(tiny_data, crops, tmp_path, mask_folder):
-    r = fit(_cfg(tiny_data, crops, tmp_path, "train.epochs=1", "model.age=regression",
+def test_mask_only_photos_and_dropped_ages_train(tiny_cfg, tmp_path, mask_folder):
+    r = fit(tiny_cfg(tmp_path, "train.epochs=1", "model.age=regression",
                  f"data.mask_extra=[{mask_folder}]", "data.mask_extra_holdout=0.5", "data.drop_ages=[60,63,65]"),
             progress=False)
     rows = [json.loads(line) for line in (r.run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -63,8 +56,8 @@ def test_mask_only_photos_and_dropped_ages_train(tiny_data, crops, tmp_path, mas
 
 
 @pytest.mark.slow
-def test_painted_masks_train_from_cached_landmarks(tiny_data, tmp_path):
-    r = fit(_cfg(tiny_data, tmp_path / "cache", tmp_path, "train.epochs=1", "prepare.detector=yuface",
+def test_painted_masks_train_from_cached_landmarks(tiny_cfg, tmp_path):
+    r = fit(tiny_cfg(tmp_path, f"data.cache_dir={tmp_path / 'cache'}", "train.epochs=1", "prepare.detector=yuface",
                  "train.augment.paint_masks=1.0"), progress=False)
     assert r.summary["techniques"]["paint_masks"] == 1.0 and r.summary["epochs_run"] == 1
     with pytest.raises(ConfigError, match="landmarks"):

@@ -9,14 +9,8 @@ from PIL import Image
 
 from maskclf.cli import main
 
-TINY = ["model.backbone=test_resnet", "model.pretrained=", "prepare.detector=none", "prepare.size=48",
-        "train.input_size=32", "train.batch_size=16", "train.device=cpu", "train.scheduler.params.warmup_epochs=0",
-        "run.tensorboard=false", "train.epochs=1"]
 PHOTOS = ["train/images/000008_male_Black_26/mask1.jpg", "train/images/000060_female_Black_26/normal.jpg"]
 
-
-def sets(crops: Path, out: Path, *extra: str) -> list[str]:
-    return [a for s in TINY + [f"data.cache_dir={crops}", f"run.out_dir={out}", *extra] for a in ("--set", s)]
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:
@@ -26,12 +20,12 @@ def run(capsys, *argv) -> tuple[int, str, str]:
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_data, crops, tmp_path_factory):
+def trained(tiny_args, tiny_data, tmp_path_factory):
     """A finished tiny run and what `maskclf train` printed."""
     out = tmp_path_factory.mktemp("runs")
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        rc = main(["train", str(tiny_data), "--quiet", *sets(crops, out)])
+        rc = main(["train", str(tiny_data), "--quiet", *tiny_args(out, "train.epochs=1", "run.report=true")])
     assert rc == 0
     return out / "exp", printed.getvalue()
 
@@ -42,8 +36,8 @@ def test_train_ends_by_printing_the_report_it_built(trained):
     assert (run_dir / "report.html").is_file() and (run_dir / "report_figures" / "gradcam.png").is_file()
 
 
-def test_run_report_false_turns_the_report_off(capsys, tiny_data, crops, tmp_path):
-    rc, out, err = run(capsys, "train", tiny_data, "--quiet", *sets(crops, tmp_path, "run.report=false"))
+def test_run_report_false_turns_the_report_off(tiny_args, capsys, tiny_data, tmp_path):
+    rc, out, err = run(capsys, "train", tiny_data, "--quiet", *tiny_args(tmp_path, "train.epochs=1", "run.report=false"))
     assert rc == 0, err
     assert not out.splitlines()[-1].startswith("  report") and not (tmp_path / "exp" / "report.html").exists()
     assert (tmp_path / "exp" / "val_probs.csv").is_file()

@@ -18,7 +18,7 @@ from maskclf.training.optim import build_optimizer
 from maskclf.inference.predict import load_model, predict
 from maskclf.models.heads import head_spec, probs18
 from maskclf.training.fit import fit
-from maskclf.data.transforms import build_augment, build_eval_transform
+from maskclf.data.transforms import build_eval_transform
 
 DLIB = "dlib_face"
 

@@ -4,25 +4,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskclf.config import load_config
 from maskclf.toolkit.run_report import WORST_ERRORS, build_run_report
 from maskclf.training.fit import fit
 from maskclf.utils.formats import VAL_PROBS, read_oof
 
-TINY = ["model.backbone=test_resnet", "model.pretrained=", "prepare.detector=none", "prepare.size=48",
-        "train.input_size=32", "train.batch_size=16", "train.device=cpu", "train.scheduler.params.warmup_epochs=0",
-        "run.tensorboard=false", "train.epochs=2"]
 FIGURES = {"curves", "confusion", "per_class", "reliability", "gradcam"}
 SECTIONS = ["Summary", "Training curves", "Confusion matrices", "Per-class precision, recall, F1", "Calibration",
             "Worst validation errors", "Where the model looks (Grad-CAM)", "Config and techniques"]
 
 
 @pytest.fixture(scope="module")
-def runs(tiny_data, crops, tmp_path_factory):
+def runs(tiny_cfg, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
-    base = TINY + [f"data.root={tiny_data}", f"data.cache_dir={crops}", f"run.out_dir={out}"]
-    multi = fit(load_config([], base + ["run.name=multi"]), progress=False)
-    single = fit(load_config([], base + ["run.name=single", "model.head=single"]), progress=False)
+    multi = fit(tiny_cfg(out, "train.epochs=2", "run.name=multi"), progress=False)
+    single = fit(tiny_cfg(out, "train.epochs=2", "run.name=single", "model.head=single"), progress=False)
     return multi.run_dir, single.run_dir
 
 

@@ -233,7 +233,7 @@ def _describe(cfg: Config, m: MemberParts) -> dict:
 
 def _finish(s: _Session, spec: HeadSpec, members: dict[str, tuple[MemberParts, MemberState]]) -> FitResult:
     """Score the best weights on validation, write best.pt, the report, the summary and val_probs.csv."""
-    cfg, run_dir, (train_set, val_set) = s.cfg, s.run_dir, s.sets
+    cfg, run_dir, val_set = s.cfg, s.run_dir, s.sets[1]
     probs = combined_val_probs({n: m for n, (m, _) in members.items()}, val_set, s.device, progress=s.show)
     report = score_probs(val_set.labels, probs, truth_bounds_of(cfg.data))
     states = {n: st for n, (_, st) in members.items()}
