@@ -18,10 +18,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-TINY = ["--set", "model.backbone=test_resnet", "--set", "model.pretrained=", "--set", "train.input_size=32",
-        "--set", "prepare.size=48", "--set", "prepare.detector=none", "--set", "train.epochs=1",
-        "--set", "train.batch_size=16", "--set", "train.scheduler.params.warmup_epochs=0",
-        "--set", "run.tensorboard=false"]
 CAP, WORKERS, PASSWORD = 3, 3, "s3cret-pw"
 
 
@@ -90,14 +86,14 @@ def _first_started_trial(runs: Path, workers: list[Worker], deadline: float) -> 
 
 @pytest.mark.slow
 @pytest.mark.timeout(420)
-def test_three_workers_share_a_study_and_rerun_the_killed_workers_trial(storage, tiny_data, tmp_path):
+def test_three_workers_share_a_study_and_rerun_the_killed_workers_trial(storage, tiny_args, tiny_data, tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text("train.optimizer.params.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\n")
     runs = tmp_path / "runs"
     cmd = [sys.executable, "-m", "maskclf", "tune", str(tiny_data), "--space", str(space), "--study", "w",
            "--storage", storage, "--trials", "10", "--max-trials", str(CAP), "--heartbeat", "1",
-           "--pruner", "none", "--quiet", "--set", f"run.out_dir={runs}",
-           "--set", f"data.cache_dir={tmp_path / 'cache'}", *TINY]
+           "--pruner", "none", "--quiet",
+           *tiny_args(runs, "train.epochs=1", f"data.cache_dir={tmp_path / 'cache'}")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     workers = [Worker(cmd, env) for _ in range(WORKERS)]
     victim, killed = _first_started_trial(runs, workers, time.monotonic() + 240)
