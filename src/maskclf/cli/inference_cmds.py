@@ -20,6 +20,7 @@ def register(sub) -> None:
     p.add_argument("--min-face", type=float, default=0.0, metavar="PX", help="ignore faces smaller than PX pixels")
     p.add_argument("--max-faces", type=int, metavar="N", help="keep the N largest faces of each photo")
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=1, help="torch / ONNX Runtime threads (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_detect)
 
@@ -39,6 +40,8 @@ def register(sub) -> None:
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload (default 10 MB)")
     p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest accepted image area (default 40 MP)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch / ONNX Runtime threads per request (default 1; requests run in parallel)")
     p.set_defaults(func=cmd_serve)
 
 
@@ -48,7 +51,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
     if args.out.suffix == ".csv":
         raise ValueError(f"--out {args.out}: give the JSON lines path (.jsonl); the CSV is written beside it")
-    r = detect(load_pipeline(args.model, args.device), args.paths, args.out, args.draw, args.min_face,
+    r = detect(load_pipeline(args.model, args.device, threads=args.threads), args.paths, args.out, args.draw, args.min_face,
                args.max_faces, progress=not args.quiet)
     faces = sum(len(i["faces"]) for i in r.images)
     print(f"{len(r.images)} images, {faces} faces" + (f", {len(r.skipped)} skipped" if r.skipped else "")
@@ -72,5 +75,5 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from maskclf.toolkit.serve import Limits, serve
 
     serve(args.model, args.host, args.port, Limits(int(args.max_upload_mb * 1024 * 1024), args.max_pixels),
-          args.device)
+          args.device, args.threads)
     return 0

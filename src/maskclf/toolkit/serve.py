@@ -162,10 +162,10 @@ def create_app(pipe: FacePipeline, limits: Limits = Limits()):
 
 
 def serve(model: Path, host: str = "127.0.0.1", port: int = 8000, limits: Limits = Limits(),
-          device: str = "auto") -> None:
+          device: str = "auto", threads: int | None = 1) -> None:
     """Load the model once and serve the app until interrupted."""
     import uvicorn
 
-    app = create_app(load_pipeline(model, device), limits)
+    app = create_app(load_pipeline(model, device, threads=threads), limits)
     print(f"maskclf serving {model} on http://{host}:{port}/ (API docs: /docs)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
