@@ -4,6 +4,10 @@ The crops are random uint8 images shaped like the face cache (N, S, S, 3); speed
 torchvision has no CLAHE, so its pipeline uses RandomEqualize at the same probability as the nearest stand-in.
 Usage: python bench/aug_speed.py [--size 128] [--out 112] [--batch 64] [--batches 20] [--threads 1] [--device cpu]
        python bench/aug_speed.py --paint 0.5 [--data ../shared/data/tiny]   # painted masks vs a training step
+       python bench/aug_speed.py --against REV [--rounds 3]   # `custom` now vs transforms.py at git revision REV
+
+`--against REV` loads src/maskclf/data/transforms.py as it was at REV and times its `custom` preset against
+today's in interleaved rounds on the same batches (ratios within one run).
 
 `--paint P` times `train.augment.paint_masks=P` instead: real face crops with their cached landmarks (the folder is
 prepared with the default detector into a temporary cache), batches in the data's own mix (1 bare photo in 7),
@@ -18,7 +22,10 @@ batched path alone reached ~1300 images/s (`base`, resize + normalise only: ~270
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -65,6 +72,33 @@ def images_per_second(step, batches: list[torch.Tensor], sync) -> float:
         step(b)
     sync()
     return sum(len(b) for b in batches) / (time.perf_counter() - start)
+
+
+def transforms_at(rev: str):
+    """maskclf.data.transforms as it was at git revision `rev`, loaded as a separate module."""
+    repo = Path(__file__).resolve().parents[1]
+    src = subprocess.run(["git", "-C", str(repo), "show", f"{rev}:src/maskclf/data/transforms.py"], check=True,
+                         capture_output=True, text=True).stdout
+    path = Path(tempfile.mkdtemp()) / "transforms_at_rev.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location("transforms_at_rev", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(module)
+    return module
+
+
+def against(rev: str, crops: torch.Tensor, out: int, rounds: int) -> None:
+    """Today's `custom` vs the one at `rev`, alternating, on the same batches; prints images/s, load and ratio."""
+    old = transforms_at(rev).build_augment("custom", out, MEAN, STD)
+    new = build_augment("custom", out, MEAN, STD)
+    batches, g = list(crops), torch.Generator().manual_seed(0)
+    for r in range(rounds):
+        load = os.getloadavg()[0]
+        before = images_per_second(lambda b: old(b, g), batches, lambda: None)
+        after = images_per_second(lambda b: new(b, g), batches, lambda: None)
+        print(f"round {r + 1}: {rev} {before:7.0f} images/s, today {after:7.0f} images/s, "
+              f"today/{rev} {after / before:.2f}x, load {load:.1f}")
 
 
 def paint_vs_step(data: Path, p: float, size: int, out: int, batch: int, batches: int) -> None:
@@ -120,6 +154,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads for both pipelines")
     ap.add_argument("--device", default="cpu", help="device of the batched path (torchvision runs on CPU)")
     ap.add_argument("--paint", type=float, help="time train.augment.paint_masks=P against a training step instead")
+    ap.add_argument("--against", metavar="REV", help="time `custom` against transforms.py at this git revision")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds for --against")
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "tiny",
                     help="competition-layout folder whose train crops --paint uses")
     args = ap.parse_args()
@@ -131,6 +167,9 @@ def main() -> None:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     g = torch.Generator().manual_seed(0)
     crops = torch.randint(0, 256, (args.batches, args.batch, args.size, args.size, 3), generator=g, dtype=torch.uint8)
+    if args.against:
+        against(args.against, crops, args.out, args.rounds)
+        return
 
     aug = build_augment("custom", args.out, MEAN, STD)
     ours = images_per_second(lambda b: aug(b, g), [c.to(device) for c in crops], sync)

@@ -1,8 +1,9 @@
 """`maskclf prepare` speed: today's path against the earlier one, on the same 384x512 JPEGs and 200x200 photos.
 
-- earlier path (re-implemented here as it was before reduced decoding): full-size decode, detection on the image
-  shrunk to at most 640 px with 60 px of edge padding, in 2 spawned worker processes; crops are stacked per
-  shard but not written, which favours it;
+- earlier path (as `prepare` ran before reduced-size detection, from the same library functions): `load_rgb`
+  (JPEGs under 1280 px decode at full size), detection on the image shrunk to at most 640 px with padding 0.3
+  of its side, the crop from the full image, in 2 spawned worker processes (the earlier code used 1 below
+  1000 images); crops are stacked per shard but not written, which favours it;
 - today's path: `maskclf.data.prepare.prepare` into a fresh cache (workers chosen automatically; JPEG decode at
   reduced size, detection on a 160 px copy, shards and index written).
 Both paths see the same images in the same run; each figure includes its worker start-up. The fallback rate
@@ -18,23 +19,24 @@ import csv
 import json
 import multiprocessing
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from maskclf.config import PrepareCfg
 from maskclf.data.prepare import prepare
-from maskclf.faces.detect import Face, build_detector, crop_face, default_workers
+from maskclf.faces.detect import build_detector, crop_face, default_workers, find_faces, load_rgb
 
 BENCH = Path(__file__).resolve().parent
 DEFAULT_DATA = Path(os.environ.get("MASKCLF_DATA", BENCH.parents[1] / "shared" / "data")) / "utkmask"
 COMPETITION_SIZE = (384, 512)  # width, height of the competition's photos
 JPEG_QUALITY = 95
-EARLIER_MAX_SIDE, EARLIER_PAD, EARLIER_WORKERS = 640, 60, 2
+EARLIER_MAX_SIDE, EARLIER_PAD, EARLIER_WORKERS = 640, 0.3, 2
 
 
 def to_competition_size(src: Path, dst: Path) -> None:
@@ -83,19 +85,11 @@ def _earlier_init() -> None:
 
 
 def _earlier_crop(path: Path) -> tuple[np.ndarray, bool]:
-    """The earlier per-image path: full decode, detect on <= 640 px with 60 px padding, crop."""
-    with Image.open(path) as im:
-        img = np.asarray(ImageOps.exif_transpose(im).convert("RGB"), dtype=np.uint8)
-    h, w = img.shape[:2]
-    scale = min(1.0, EARLIER_MAX_SIDE / max(h, w))
-    small = img if scale == 1.0 else cv2.resize(img, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
-    padded = cv2.copyMakeBorder(small, *[EARLIER_PAD] * 4, cv2.BORDER_REPLICATE)
+    """The earlier per-image path: decode, detect on <= 640 px with padding 0.3, crop from the decoded image."""
     cfg = _EARLIER["cfg"]
-    faces = [f for f in _EARLIER["detector"].detect(padded) if f.score >= cfg.min_confidence and f.area > 0]
-    face: Face | None = None
-    if faces:
-        face = max(faces, key=lambda f: f.area).moved(1.0, EARLIER_PAD).moved(1.0 / scale, 0.0)
-    return crop_face(img, face, cfg)
+    img = load_rgb(path, cfg.max_pixels)
+    faces = find_faces(_EARLIER["detector"], img, EARLIER_PAD, cfg.min_confidence, max_side=EARLIER_MAX_SIDE)
+    return crop_face(img, faces[0] if faces else None, cfg)
 
 
 def earlier_prepare(paths: list[Path]) -> dict:
@@ -125,6 +119,11 @@ def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished worker processes: what an image costs whatever else runs."""
+    return sum(r.ru_utime + r.ru_stime for r in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)))
+
+
 def measure(work: Path, rounds: int) -> dict:
     """Both paths on both sets, interleaved, `rounds` times; today's caches land in work/cache-<set>-<round>."""
     out = {}
@@ -134,14 +133,18 @@ def measure(work: Path, rounds: int) -> dict:
         rows = {"earlier": [], "current": []}
         for r in range(rounds):
             for path in ("earlier", "current") if r % 2 == 0 else ("current", "earlier"):
-                before = load()
+                before, cpu = load(), cpu_seconds()
                 fig = earlier_prepare(paths) if path == "earlier" else current_prepare(root, work / f"cache-{name}-{r}")
+                fig["cpu_ms_per_image"] = round(1000 * (cpu_seconds() - cpu) / len(paths), 2)
                 rows[path].append({**fig, "load_before": before, "load_after": load()})
                 print(f"{name:12s} round {r + 1}/{rounds} {path:8s} {fig['images_per_s']:7.1f} images/s, "
-                      f"{fig['fallback']} fallback, load {before[0]:.2f}", flush=True)
+                      f"{fig['cpu_ms_per_image']:6.2f} CPU ms/image, {fig['fallback']} fallback, "
+                      f"load {before[0]:.2f}", flush=True)
         ratio = [c["images_per_s"] / e["images_per_s"] for c, e in zip(rows["current"], rows["earlier"])]
         out[name] = {"images": len(paths), "rounds": rows, "ratio_per_round": [round(x, 2) for x in ratio],
                      "median_images_per_s": {k: float(np.median([x["images_per_s"] for x in v])) for k, v in rows.items()},
+                     "median_cpu_ms_per_image": {k: float(np.median([x["cpu_ms_per_image"] for x in v]))
+                                                 for k, v in rows.items()},
                      "fallback": {k: v[0]["fallback"] for k, v in rows.items()}}  # the same every round
     return out
 

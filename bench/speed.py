@@ -20,13 +20,15 @@ Usage: python bench/speed.py [--quick] [--part all|training|inference] [--images
 from __future__ import annotations
 
 import argparse
-import csv
+import copy
 import datetime
 import itertools
 import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -34,7 +36,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import requests
@@ -46,7 +47,7 @@ from torchvision import transforms as T
 from maskclf.config import Config, ModelCfg, PrepareCfg, TrainCfg
 from maskclf.data.crops import cached_crops, to_cropset
 from maskclf.data.scan import scan_train
-from maskclf.faces.detect import default_workers, detector_for, process_image
+from maskclf.faces.detect import detector_for, process_image
 from maskclf.inference.detect import FacePipeline, detect
 from maskclf.inference.forward import predict_outputs
 from maskclf.inference.onnx_export import write_onnx
@@ -57,19 +58,18 @@ from maskclf.data.loader import epoch_order, iterate
 from maskclf.training.losses import build_criterion
 from maskclf.models.network import build_model
 from maskclf.training.optim import build_optimizer, build_scheduler
-from maskclf.data.prepare import prepare
 from maskclf.models.heads import head_spec, make_targets
-from maskclf.data.transforms import build_augment, build_eval_transform
+from maskclf.data.transforms import build_augment, build_eval_transform, tta_views
+from maskclf.layout import Record
 
 BENCH = Path(__file__).resolve().parent
 DATA_ROOT = Path(os.environ.get("MASKCLF_DATA", BENCH.parents[1] / "shared" / "data"))
 DEFAULT_DATA = DATA_ROOT / "utkmask"
 DEFAULT_PHOTOS = DATA_ROOT / "mask-real"
-COMPETITION_SIZE = (384, 512)  # width, height of the competition's photos
-JPEG_QUALITY = 95
 BASELINE_MEAN, BASELINE_STD = (0.548, 0.504, 0.479), (0.237, 0.247, 0.246)  # the baseline's dataset statistics
 CPU = torch.device("cpu")
 MARKERS = ("<!-- speed:begin -->", "<!-- speed:end -->")
+PREPARE_SETS = {"competition": "384x512 JPEGs", "photos": "200x200 utkmask photos"}
 INFERENCE_MARKERS = ("<!-- speed-inference:begin -->", "<!-- speed-inference:end -->")
 PREDICT_TARGET = 150.0  # images/s of the default model with ONNX Runtime on 2 cores
 
@@ -102,36 +102,14 @@ class InferenceSettings:
 INFERENCE_QUICK = InferenceSettings(photos=4, crops=16, rounds=1, requests=16, max_seconds=20.0)
 
 
-def to_competition_size(src: Path, dst: Path) -> None:
-    """A 200x200 face photo as a 384x512 portrait: upscaled to 384x384, edge rows replicated above and below."""
-    w, h = COMPETITION_SIZE
-    with Image.open(src) as im:
-        img = np.asarray(im.convert("RGB").resize((w, w), Image.BICUBIC))
-    top = (h - w) // 2
-    img = cv2.copyMakeBorder(img, top, h - w - top, 0, 0, cv2.BORDER_REPLICATE)
-    Image.fromarray(img).save(dst, quality=JPEG_QUALITY)
-
-
-def make_competition_images(src: Path, dst: Path, n_images: int, seed: int = 0) -> float:
-    """Copy ceil(n/7) random people of `src` into `dst` (competition layout) at 384x512; returns mean KiB per file."""
-    with (src / "train" / "train.csv").open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        fields, rows = reader.fieldnames, list(reader)
-    n_people = min(len(rows), -(-n_images // 7))
-    rows = [rows[i] for i in sorted(np.random.default_rng(seed).choice(len(rows), n_people, replace=False))]
-    (dst / "train").mkdir(parents=True)
-    with (dst / "train" / "train.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    sizes = []
-    for row in rows:
-        out = dst / "train" / "images" / row["path"]
-        out.mkdir(parents=True)
-        for f in sorted((src / "train" / "images" / row["path"]).iterdir()):
-            to_competition_size(f, out / f.name)
-            sizes.append((out / f.name).stat().st_size)
-    return float(np.mean(sizes)) / 1024
+def run_prepare_speed(s: Settings, data_root: Path, work: Path) -> dict:
+    """bench/prepare_speed.py in its own process (no torch there, so its workers start fast); its image sets stay
+    in `work` and today's cache of the 384x512 set in work/cache-competition-0."""
+    out = work / "prepare.json"
+    cmd = [sys.executable, str(BENCH / "prepare_speed.py"), "--images", str(s.images), "--data", str(data_root),
+           "--work", str(work), "--json", str(out)]
+    subprocess.run(cmd, check=True)
+    return json.loads(out.read_text())
 
 
 class BaselineDataset(Dataset):
@@ -263,14 +241,17 @@ def build_measures(s: Settings, paths: list[Path], labels: list[int], data) -> d
     }
 
 
-def run_rounds(measures: dict, rounds: int) -> dict[str, list[float]]:
-    """Every measurement once per round, starting each round one measurement later (interleaved, rotated)."""
-    names, out = list(measures), {k: [] for k in measures}
+def run_rounds(measures: dict, rounds: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Every measurement once per round, starting each round one measurement later (interleaved, rotated);
+    (images/s, 1-minute load average at the start) per measurement and round."""
+    names, out, loads = list(measures), {k: [] for k in measures}, {k: [] for k in measures}
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
+            loads[name].append(round(os.getloadavg()[0], 2))
             out[name].append(round(measures[name](), 2))
-            print(f"round {r + 1}/{rounds} {name:20s} {out[name][-1]:10.1f} images/s", flush=True)
-    return out
+            print(f"round {r + 1}/{rounds} {name:20s} {out[name][-1]:10.1f} images/s, load {loads[name][-1]:.2f}",
+                  flush=True)
+    return out, loads
 
 
 def machine() -> dict:
@@ -323,13 +304,22 @@ def render_markdown(report: dict) -> str:
         f"square size so the model cost is identical), batch {s['batch']}, baseline DataLoader "
         f"{s['workers']} workers, {s['rounds']} interleaved rounds (median shown), {s['train_batches']} timed "
         "training steps per path and round.", "",
-        "| what | images/s (median) | rounds |", "|---|---:|---|",
+        "| what | images/s (median) | rounds | 1-min load at each round |", "|---|---:|---|---|",
     ]
     for key, what in ROWS:
-        lines.append(f"| {what} | {report['median'][key]:.1f} | {', '.join(f'{v:.1f}' for v in report['rounds'][key])} |")
-    p = report["prepare"]
-    lines.append(f"| `prepare` ({p['detector']}, {p['workers']} worker processes, once): decode + detect + crop "
-                 f"384x512 | {p['images_per_s']:.1f} | 1 |")
+        lines.append(f"| {what} | {report['median'][key]:.1f} | {', '.join(f'{v:.1f}' for v in report['rounds'][key])} "
+                     f"| {', '.join(f'{v:.1f}' for v in report['loads'][key])} |")
+    lines += ["", f"`prepare` ({report['prepare']['detector']}, `bench/prepare_speed.py` in the same run; CPU ms per "
+              "image counts the workers too, so 2000 / it is what 2 idle cores would do):", "",
+              "| images | path | images/s | CPU ms/image | workers | fallback (no face) | load before |",
+              "|---|---|---:|---:|---:|---:|---|"]
+    for name in PREPARE_SETS:
+        p = report["prepare"][name]
+        for path, what in (("earlier", "earlier (full decode, detect <= 640 px, pad 0.3)"), ("current", "today")):
+            for fig in p["rounds"][path]:
+                lines.append(f"| {p['images']} {PREPARE_SETS[name]} | {what} | {fig['images_per_s']:.1f} | "
+                             f"{fig['cpu_ms_per_image']:.2f} | {fig['workers']} | {fig['fallback']} | "
+                             f"{', '.join(f'{x:.2f}' for x in fig['load_before'])} |")
     lines += ["", "| ratio | value |", "|---|---:|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in report["ratios"].items()]
     lines += ["", "Targets: " + "; ".join(f"{k}: {'met' if ok else 'NOT met'}" for k, ok in report["targets"].items())]
@@ -392,20 +382,40 @@ def detect_rate(pipe: FacePipeline, photos: list[Path]) -> dict:
             "photos_per_s": round(len(result.images) / wall, 2), "load": load_now()}
 
 
+def channels_last_probs(loaded: LoadedModel, crops: np.ndarray) -> None:
+    """The torch forward with model and inputs channels-last (a lever `predict` does not pull on the CPU: its
+    outputs must equal validation's, which runs contiguous there)."""
+    model = copy.deepcopy(loaded.members["main"][0]).to(memory_format=torch.channels_last)
+    view = tta_views("none", loaded.cfg.train.input_size, loaded.mean, loaded.std)[0]
+    predict_outputs(model, to_cropset(crops, [Record(path=Path(), key=str(i)) for i in range(len(crops))]), view,
+                    CPU, 256, memory_format=torch.channels_last, desc=None)
+
+
 def predict_rates(loaded: LoadedModel, crops: np.ndarray, onnx_path: Path, rounds: int) -> dict:
-    """Batch prediction (batches of 256, eval transform included) with torch and ONNX Runtime, alternating."""
-    models = {"torch": loaded, "onnxruntime": load_onnx(onnx_path)}
-    out = {name: {"rounds": [], "load": []} for name in models}
-    for name, m in models.items():
-        predict_probs(m, crops[:8], CPU, progress=False)  # warm-up
+    """Batch prediction (batches of 256, eval transform included) with torch (also channels-last) and ONNX Runtime,
+    plain and with `--tta hflip`, alternating; images/s and CPU ms per image."""
+    exported = load_onnx(onnx_path)
+    runs = {"torch": lambda: predict_probs(loaded, crops, CPU, progress=False),
+            "torch_channels_last": lambda: channels_last_probs(loaded, crops),
+            "onnxruntime": lambda: predict_probs(exported, crops, CPU, progress=False),
+            "torch_hflip": lambda: predict_probs(loaded, crops, CPU, tta="hflip", progress=False),
+            "onnxruntime_hflip": lambda: predict_probs(exported, crops, CPU, tta="hflip", progress=False)}
+    out = {name: {"rounds": [], "cpu_ms": [], "load": []} for name in runs}
+    predict_probs(loaded, crops[:8], CPU, progress=False)  # warm-up
+    predict_probs(exported, crops[:8], CPU, progress=False)
     for _ in range(rounds):
-        for name, m in models.items():
-            start = time.perf_counter()
-            predict_probs(m, crops, CPU, progress=False)
-            out[name]["rounds"].append(round(len(crops) / (time.perf_counter() - start), 2))
+        for name, run_once in runs.items():
             out[name]["load"].append(load_now())
+            start, cpu = time.perf_counter(), time.process_time()
+            run_once()
+            out[name]["rounds"].append(round(len(crops) / (time.perf_counter() - start), 2))
+            out[name]["cpu_ms"].append(round(1000 * (time.process_time() - cpu) / len(crops), 2))
     for v in out.values():
         v["images_per_s"] = round(statistics.median(v["rounds"]), 2)
+        v["cpu_ms_per_image"] = round(statistics.median(v["cpu_ms"]), 2)
+    for name in ("torch", "onnxruntime"):  # cost of --tta hflip: per-round ratios of the times, median
+        ratio = [a / b for a, b in zip(out[name]["rounds"], out[f"{name}_hflip"]["rounds"])]
+        out[f"{name}_hflip"]["cost_vs_plain"] = round(statistics.median(ratio), 3)
     return out
 
 
@@ -466,8 +476,10 @@ def run_inference(s: InferenceSettings, photos_root: Path, work: Path) -> dict:
     out["serve"] = server_rates(pipe, with_face.read_bytes(), s)
     print(f"serve {out['serve']}", flush=True)
     torch.set_num_threads(threads)
-    ort_rate = out["predict"]["onnxruntime"]["images_per_s"]
-    out["targets"] = {f"onnxruntime predict >= {PREDICT_TARGET:g} images/s": ort_rate >= PREDICT_TARGET}
+    pr = out["predict"]
+    out["targets"] = {f"onnxruntime predict >= {PREDICT_TARGET:g} images/s": pr["onnxruntime"]["images_per_s"] >= PREDICT_TARGET,
+                      f"torch predict >= {PREDICT_TARGET:g} images/s": pr["torch"]["images_per_s"] >= PREDICT_TARGET,
+                      "torch --tta hflip <= 2.1x plain": pr["torch_hflip"]["cost_vs_plain"] <= 2.1}
     return out
 
 
@@ -486,11 +498,15 @@ def render_inference(report: dict) -> str:
         f"| `detect` on {d['photos']} real photos ({d['faces']} faces): decode + detect + crop + classify | "
         f"{d['faces_per_s']:.1f} faces/s ({d['photos_per_s']:.1f} photos/s) | {d['load']} |",
     ]
-    for name in ("torch", "onnxruntime"):
+    names = {"torch": "torch", "torch_channels_last": "torch with channels-last (not used by `predict`)",
+             "onnxruntime": "ONNX Runtime", "torch_hflip": "torch, `--tta hflip`",
+             "onnxruntime_hflip": "ONNX Runtime, `--tta hflip`"}
+    for name, what in names.items():
         r = p[name]
-        lines.append(f"| batch predict, {name}: {i['crops']} face crops, batches of 256 (rounds "
-                     f"{', '.join(f'{x:.1f}' for x in r['rounds'])}) | {r['images_per_s']:.1f} images/s | "
-                     f"{', '.join(str(x) for x in r['load'])} |")
+        cost = f"; {r['cost_vs_plain']:.2f}x the plain time" if "cost_vs_plain" in r else ""
+        lines.append(f"| batch predict, {what}: {i['crops']} face crops, batches of 256 (rounds "
+                     f"{', '.join(f'{x:.1f}' for x in r['rounds'])}; {r['cpu_ms_per_image']:.2f} CPU ms/image{cost}) "
+                     f"| {r['images_per_s']:.1f} images/s | {', '.join(str(x) for x in r['load'])} |")
     lines.append(f"| `maskclf serve`: {v['requests']} `POST /api/detect` from {v['clients']} concurrent clients on "
                  f"127.0.0.1 | {v['requests_per_s']:.1f} requests/s, p50 {v['p50_ms']:.0f} ms, p95 "
                  f"{v['p95_ms']:.0f} ms | {v['load']} |")
@@ -504,22 +520,23 @@ def images_needed(s: Settings) -> int:
 
 
 def run(s: Settings, data_root: Path, work: Path) -> dict:
-    """Make the 384x512 images, prepare them, then run the interleaved rounds; returns the report."""
-    root = work / "competition"
-    kib = make_competition_images(data_root, root, s.images)
-    cfg = PrepareCfg()
-    prep = prepare(root, cfg, cache_root=work / "cache", splits=("train",), progress=False)
+    """Prepare the 384x512 images and 200x200 photos both ways, then run the interleaved rounds; returns the report."""
+    prep = run_prepare_speed(s, data_root, work)
+    root, cfg = work / "competition", PrepareCfg()
     records = scan_train(root).records
-    images, kept, _ = cached_crops(records, root, cfg, work / "cache", progress=False)
+    images, kept, _ = cached_crops(records, root, cfg, work / "cache-competition-0", progress=False)
     data = to_cropset(images, kept)
-    print(f"{len(data)} images at 384x512, prepare {prep.stats.images_per_s:.1f} images/s", flush=True)
-    rounds = run_rounds(build_measures(s, [r.path for r in kept], [r.label for r in kept], data), s.rounds)
+    measures = build_measures(s, [r.path for r in kept], [r.label for r in kept], data)
+    rounds, loads = run_rounds(measures, s.rounds)
     med, ratios, targets = summarise(rounds)
-    return {"data": {"source": data_root.name, "images": len(data), "jpeg": "384x512", "jpeg_kib": round(kib, 1)},
-            "prepare": {"detector": cfg.detector, "crop": cfg.size, "workers": default_workers(prep.stats.new),
-                        "images_per_s": round(prep.stats.images_per_s, 2),
-                        "fallback": prep.stats.fallback},
-            "rounds": rounds, "median": med, "ratios": ratios, "targets": targets}
+    for name in PREPARE_SETS:
+        ratios[f"prepare_{name}_today_vs_earlier"] = round(prep[name]["ratio_per_round"][0], 3)
+        targets[f"prepare {name} >= 100 images/s"] = prep[name]["median_images_per_s"]["current"] >= 100
+    return {"data": {"source": data_root.name, "images": len(data), "jpeg": "384x512",
+                     "jpeg_kib": prep["jpeg_kib"]["competition"]},
+            "prepare": {"detector": cfg.detector, "detect_side": cfg.detect_side, "crop": cfg.size,
+                        **{name: prep[name] for name in PREPARE_SETS}},
+            "rounds": rounds, "loads": loads, "median": med, "ratios": ratios, "targets": targets}
 
 
 def main() -> None:

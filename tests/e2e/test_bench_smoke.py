@@ -39,19 +39,28 @@ def test_speed_quick_writes_results_and_keeps_other_sections(tmp_path, tiny_data
     assert report["data"] == {"source": "tiny", "images": 28, "jpeg": "384x512", "jpeg_kib": report["data"]["jpeg_kib"]}
     assert set(report["median"]) == MEASURES and set(report["rounds"]) == MEASURES
     assert all(v > 0 for v in report["median"].values())
-    assert report["prepare"]["detector"] == PrepareCfg().detector and report["prepare"]["images_per_s"] > 0
+    assert report["prepare"]["detector"] == PrepareCfg().detector
+    for name in ("competition", "photos"):  # both paths on both image sets, each figure with its load and CPU time
+        prep = report["prepare"][name]
+        assert prep["images"] == 28 and set(prep["rounds"]) == {"earlier", "current"}
+        for fig in prep["rounds"]["earlier"] + prep["rounds"]["current"]:
+            assert fig["images_per_s"] > 0 and fig["cpu_ms_per_image"] > 0 and len(fig["load_before"]) == 3
+            assert 0 <= fig["fallback"] <= 28
+    assert set(report["loads"]) == MEASURES and all(len(v) == 1 for v in report["loads"].values())
     med = report["median"]
     assert report["ratios"]["compute_vs_maskclf_train"] == round(med["compute_train"] / med["maskclf_train"], 3)
     assert report["targets"]["compute_vs_maskclf_train <= 1.10"] == (report["ratios"]["compute_vs_maskclf_train"] <= 1.10)
     inference = json.loads((tmp_path / "results" / "speed_inference.json").read_text())["inference"]
     assert inference["model"] == ModelCfg().backbone and inference["detector"] == PrepareCfg().detector
     assert inference["detect"]["photos"] == 4 and inference["detect"]["faces_per_s"] >= 0
-    assert set(inference["predict"]) == {"torch", "onnxruntime"}
-    assert all(v["images_per_s"] > 0 and len(v["load"]) == 1 for v in inference["predict"].values())
+    assert set(inference["predict"]) == {"torch", "torch_channels_last", "onnxruntime", "torch_hflip", "onnxruntime_hflip"}
+    assert all(v["images_per_s"] > 0 and v["cpu_ms_per_image"] > 0 and len(v["load"]) == 1
+               for v in inference["predict"].values())
+    assert {"cost_vs_plain"} <= set(inference["predict"]["torch_hflip"]) & set(inference["predict"]["onnxruntime_hflip"])
     assert inference["serve"]["requests"] == 16 and inference["serve"]["p95_ms"] >= inference["serve"]["p50_ms"] > 0
     md = (tmp_path / "RESULTS.md").read_text()
     assert "## Other benchmark\nkept\n" in md and "| maskclf batch predict" in md
-    assert "| batch predict, onnxruntime" in md and "<!-- speed-inference:begin -->" in md
+    assert "| batch predict, ONNX Runtime" in md and "<!-- speed-inference:begin -->" in md
 
     _speed_module().write_results(report, tmp_path)  # a second run replaces the section instead of adding one
     again = (tmp_path / "RESULTS.md").read_text()
