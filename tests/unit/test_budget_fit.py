@@ -46,9 +46,10 @@ BUDGET = ["train.epochs=5", "train.time_budget_min=10"]
 
 def test_budget_shortens_the_run_and_the_cosine_still_reaches_its_end_value(tiny_cfg, tmp_path, capsys):
     result = fit(tiny_cfg(tmp_path, *BUDGET_BASE, *BUDGET), progress=False, clock=FakeClock(200.0))
-    assert "budget: 10 min fits 3 of 5 epochs (first epoch 200.0 s); schedule shortened" in capsys.readouterr().out
+    assert ("budget: 10 min, 3.33 min used, fits 3 of 5 epochs (last epoch 200.0 s); schedule ends at epoch 3 "
+            "(warm-up 1)") in capsys.readouterr().out
     s = result.summary
-    assert s["epochs_run"] == 3 and s["epochs_planned"] == 3
+    assert s["epochs_run"] == 3 and s["epochs_planned"] == 3 and s["budget_used"] == pytest.approx(1.0)
     assert s["members"]["main"]["epochs_planned"] == 3
     assert s["members"]["main"]["stopped"] == "time budget: fitted 3 of 5 epochs"
     lr = curve(result.run_dir, "train/lr")
@@ -80,13 +81,14 @@ def test_resume_after_the_shortening_continues_the_same_schedule(tiny_cfg, tmp_p
 
 
 def test_separate_layout_fits_each_model_to_its_share(tiny_cfg, tmp_path):
-    # 6 minutes shared by 3 models: 120 s each, so at 50 s an epoch each model plans 2 of its 3 epochs.
+    # 6 minutes shared by 3 models: 120 s each, so at 50 s an epoch of 8 steps each model plans 1 epoch + the
+    # 11 steps that 70 s hold: 2.375 of its 3 epochs, the third one cut after 3 steps.
     cfg = tiny_cfg(tmp_path, *BUDGET_BASE, "train.epochs=3", "train.time_budget_min=6", "model.head=separate")
     result = fit(cfg, progress=False, clock=FakeClock(50.0))
     for name in ("mask", "gender", "age"):
-        assert result.summary["members"][name]["epochs_planned"] == 2
-        assert sorted(curve(result.run_dir, prefix=f"{name}/")) == [1, 2]
-        assert curve(result.run_dir, "train/lr", f"{name}/")[2] == pytest.approx(LR * LOW)
+        assert result.summary["members"][name]["epochs_planned"] == 2.375
+        assert sorted(curve(result.run_dir, prefix=f"{name}/")) == [1, 2, 3]
+        assert curve(result.run_dir, "train/lr", f"{name}/")[3] == pytest.approx(LR * LOW)
 
 
 def test_fit_budget_false_keeps_the_hard_stop_and_the_full_schedule(tiny_cfg, tmp_path, capsys):
@@ -104,9 +106,48 @@ def test_fit_budget_false_keeps_the_hard_stop_and_the_full_schedule(tiny_cfg, tm
 def test_a_budget_that_holds_every_epoch_changes_nothing(tiny_cfg, tmp_path, capsys):
     cfg = tiny_cfg(tmp_path, *BUDGET_BASE, "train.epochs=2", "train.time_budget_min=10")
     result = fit(cfg, progress=False, clock=FakeClock(1.0))
-    assert "budget: 10 min fits 2 of 2 epochs (first epoch 1.0 s); keeping the schedule" in capsys.readouterr().out
+    assert "budget: 10 min, 0.02 min used, fits 2 of 2 epochs (last epoch 1.0 s); keeping the schedule" \
+        in capsys.readouterr().out
     assert result.summary["epochs_run"] == 2 and result.summary["members"]["main"]["stopped"] == "max epochs"
     assert curve(result.run_dir, "train/lr")[2] == pytest.approx(LR * LOW)
+
+
+def test_budget_plans_whole_steps_into_a_partial_last_epoch_and_scales_a_running_warm_up(tiny_cfg, tmp_path, capsys):
+    # 8 min at 200 s an epoch of 8 steps: 1 epoch + floor(280 s / 25 s) = 11 steps -> 2.375 epochs. The 3-epoch
+    # warm-up would outlast that plan: scaled with it (3 x 2.375 / 10 < 1) it ends now, after epoch 1.
+    cfg = tiny_cfg(tmp_path, *BUDGET_BASE, "train.epochs=10", "train.time_budget_min=8",
+                   "train.scheduler.params.warmup_epochs=3")
+    result = fit(cfg, progress=False, clock=FakeClock(200.0))
+    assert "fits 2.375 of 10 epochs (last epoch 200.0 s); schedule ends at epoch 2.375 (warm-up 1)" \
+        in capsys.readouterr().out
+    s = result.summary
+    assert s["epochs_planned"] == 2.375 and s["epochs_run"] == 3
+    assert s["members"]["main"]["stopped"] == "time budget: fitted 2.375 of 10 epochs"
+    lr = curve(result.run_dir, "train/lr")
+    assert lr[1] == pytest.approx(LR * (0.01 + 0.99 / 3))  # a third of the configured warm-up, then the plan ends it
+    assert lr[2] == pytest.approx(cosine(2, 1, 2.375)) and lr[3] == pytest.approx(LR * LOW)  # annealed at the end
+    seen = [r["train/images"] for r in read_metrics(result.run_dir) if "train/images" in r]
+    assert seen[2] == 3 * (seen[0] // 8)  # the last epoch ran 3 of its 8 steps (batch 16)
+    assert s["budget_used"] == pytest.approx(600 / 480)  # the fake clock bills the cut epoch a whole epoch
+
+
+def test_budget_is_re_planned_when_the_pace_changes(tiny_cfg, tmp_path, capsys):
+    # 20 min at 200 s an epoch fits 6 of 10 epochs; from the second epoch on the machine runs at half speed
+    # (400 s an epoch): after it the 600 s left hold 1.5 more epochs, so the plan becomes 3.5 and the schedule
+    # ends there.
+    clock = FakeClock(200.0)
+
+    def slow_down(name, epoch, score):
+        clock.step = 400.0
+
+    cfg = tiny_cfg(tmp_path, *BUDGET_BASE, "train.epochs=10", "train.time_budget_min=20")
+    result = fit(cfg, progress=False, clock=clock, on_epoch=slow_down)
+    out = capsys.readouterr().out
+    assert "budget: 20 min, 3.33 min used, fits 6 of 10 epochs" in out
+    assert "budget re-planned (pace moved > 20 %): 20 min, 10.00 min used, fits 3.5 of 10 epochs" in out
+    assert result.summary["epochs_run"] == 4 and result.summary["epochs_planned"] == 3.5
+    assert curve(result.run_dir, "train/lr")[4] == pytest.approx(LR * LOW)
+    assert result.summary["budget_used"] == pytest.approx(1400 / 1200)  # the cut epoch billed whole (fake clock)
 
 
 # ---- Schedule.retarget on its own ------------------------------------------------------------------------------

@@ -313,6 +313,9 @@ def _summary(s: _Session, states: dict[str, MemberState], report: dict, calibrat
         "members": {n: {"best_epoch": st.best_epoch, "best_score": st.best_score, "stopped": st.stop_reason,
                         "epochs_planned": st.epochs_planned or cfg.train.epochs} for n, st in states.items()},
         "wall_seconds": s.wall(), "train_seconds": train_seconds,
+        # train.time_budget_min spent by the epochs (training + validation, by the run's clock), as a fraction.
+        "budget_used": (sum(st.budget_seconds for st in states.values()) / (cfg.train.time_budget_min * 60)
+                        if cfg.train.time_budget_min else None),
         "images_per_s": images / max(train_seconds, 1e-9), "device": str(s.device),
         "world_size": int(os.environ.get("WORLD_SIZE", 1)),
         "train_images": len(train_set), "val_images": len(val_set),

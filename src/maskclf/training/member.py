@@ -138,15 +138,17 @@ def train_member(m: MemberParts, sets: tuple[CropSet, CropSet], plan: LoopPlan, 
         val = validate(m, val_set, run.device, run.show)
         m.step.schedule.step_epoch(val.score)
         improved = _record(state, m, epoch, seen, stats["seconds"], val.score)
-        if epoch == 0 and plan.budget_s is not None and plan.fit_budget:
-            _fit_budget(state, m.step.schedule, plan, run.clock() - began, m.spec.prefix, run.dist.main)
+        epoch_s = run.clock() - began
+        state.budget_seconds += epoch_s
+        if plan.budget_s is not None and plan.fit_budget and _replan_due(state, epoch, epoch_s / max(seen, 1)):
+            _plan_budget(state, m.step.schedule, plan, (epoch_s, seen), m.spec.prefix, run.dist.main)
         finished = _settle_stop(state, plan, epoch)
-        row = _epoch_row(m.spec.prefix, epoch, stats, val)
+        row = _epoch_row(m.spec.prefix, epoch, {**stats, "images": seen}, val)
         if run.dist.main:  # checkpoint first, then log: a resume re-logs a missing row from last.pt (repair_log)
             _save(m, state, row, finished, run)
         _log(run.tracker, m, epoch, row, val, val_set, improved)
         if run.show:
-            print(f"{m.spec.prefix}epoch {epoch + 1}/{state.epochs_planned}  loss {stats['loss']:.4f}  "
+            print(f"{m.spec.prefix}epoch {epoch + 1}/{state.epochs_planned:g}  loss {stats['loss']:.4f}  "
                   f"val_loss {val.loss:.4f}  val_f1 {val.score:.4f}{'  *best*' if improved else ''}  "
                   f"{stats['images_per_s']:.0f} img/s")
         if run.on_epoch is not None:
@@ -174,14 +176,18 @@ def refit_member(m: MemberParts, train_set: CropSet, plan: LoopPlan, run: RunCon
     return state
 
 
-def _train_epoch(m: MemberParts, train_set: CropSet, plan: LoopPlan, epoch: int, run: RunContext, planned: int,
+def _train_epoch(m: MemberParts, train_set: CropSet, plan: LoopPlan, epoch: int, run: RunContext, planned: float,
                  what: str = ""):
-    """One epoch over this rank's slice of the epoch order: (engine stats, images seen)."""
+    """One epoch over this rank's slice of the epoch order (the planned part of it when the plan ends inside
+    this epoch): (engine stats, images seen)."""
     m.model.set_epoch(epoch)
     order = shard(epoch_order(len(train_set), plan.seed, epoch, m.sampler), run.dist)
+    if planned < epoch + 1:  # a budget plan in optimiser steps ends part-way through this epoch
+        steps = round((planned - epoch) * m.step.schedule.steps_per_epoch)
+        order = order[:max(1, steps) * m.step.batch_size]
     # Each rank draws its own augmentations; a single process keeps the seeds it always had.
     gen = torch.Generator(device=run.device).manual_seed((plan.seed * 100_003 + epoch) * run.dist.world + run.dist.rank)
-    desc = f"{m.spec.prefix}{what}epoch {epoch + 1}/{planned}"
+    desc = f"{m.spec.prefix}{what}epoch {epoch + 1}/{planned:g}"
     stats = train_one_epoch(m.train_model, train_set, order, m.step, run.device, gen, desc if run.show else None)
     return stats, len(order)
 
@@ -198,20 +204,42 @@ def _record(state: MemberState, m: MemberParts, epoch: int, seen: int, seconds: 
     return False
 
 
-def _fit_budget(state: MemberState, schedule, plan: LoopPlan, epoch_s: float, prefix: str, main: bool) -> None:
-    """Plan as many epochs as the budget holds at the first epoch's pace, and end the lr schedule there."""
-    fits = min(plan.epochs, max(1, math.floor(plan.budget_s / max(epoch_s, 1e-9))))
-    state.epochs_planned = fits
-    if fits == plan.epochs:
+REPLAN_CHANGE = 0.2  # re-plan the budget when the pace per image moves by more than this fraction
+
+
+def _replan_due(state: MemberState, epoch: int, pace_s: float) -> bool:
+    """Plan after the first epoch, and again after one whose pace differs by > REPLAN_CHANGE from the plan's,
+    unless the run ends now (a clock that read no time gives no pace: a resumed run keeps its plan)."""
+    if epoch + 1 >= state.epochs_planned:
+        return False
+    if state.pace_s is None:
+        return epoch == 0 or pace_s > 0
+    return pace_s > 0 and abs(pace_s - state.pace_s) > REPLAN_CHANGE * state.pace_s
+
+
+def _plan_budget(state: MemberState, schedule, plan: LoopPlan, timed: tuple[float, int], prefix: str,
+                 main: bool) -> None:
+    """Plan the optimiser steps the rest of the budget holds at the last epoch's pace and end the lr schedule
+    (and a warm-up still running, scaled with the plan) there; `timed` is (seconds, images) of that epoch."""
+    seconds, images = timed
+    pace, steps = seconds / max(images, 1), schedule.steps_per_epoch
+    done = min(float(state.epochs_run), state.epochs_planned)  # a partial last epoch counts as its part
+    left_steps = math.floor(max(plan.budget_s - state.budget_seconds, 0.0) / max(pace * images / steps, 1e-12))
+    fits = min(float(plan.epochs), done + left_steps / steps)
+    first = state.pace_s is None
+    state.epochs_planned, state.pace_s = fits, pace
+    if fits >= plan.epochs:
         note = "keeping the schedule"
-    elif fits > schedule.warmup_epochs:
-        schedule.retarget(fits)
-        note = "schedule shortened"
+    elif fits <= done:
+        note = "the budget is spent"
     else:
-        note = "schedule kept: the shortened run would not get past the warm-up"
+        warmup = min(schedule.warmup_epochs, max(done, schedule.planned_warmup * fits / plan.epochs))
+        schedule.retarget(fits, warmup)
+        note = f"schedule ends at epoch {fits:g} (warm-up {warmup:g})"
     if main:
-        print(f"{prefix}budget: {plan.budget_s / 60:g} min fits {fits} of {plan.epochs} epochs "
-              f"(first epoch {epoch_s:.1f} s); {note}", flush=True)
+        what = "budget" if first else "budget re-planned (pace moved > 20 %)"
+        print(f"{prefix}{what}: {plan.budget_s / 60:g} min, {state.budget_seconds / 60:.2f} min used, fits "
+              f"{fits:g} of {plan.epochs} epochs (last epoch {seconds:.1f} s); {note}", flush=True)
 
 
 def _settle_stop(state: MemberState, plan: LoopPlan, epoch: int) -> bool:
@@ -223,9 +251,9 @@ def _settle_stop(state: MemberState, plan: LoopPlan, epoch: int) -> bool:
         stop = f"time budget reached after epoch {epoch + 1}"
     if stop:
         state.stop_reason = stop
-    elif epoch + 1 == state.epochs_planned < plan.epochs:
-        state.stop_reason = f"time budget: fitted {state.epochs_planned} of {plan.epochs} epochs"
-    return bool(stop) or epoch + 1 == state.epochs_planned
+    elif epoch + 1 >= state.epochs_planned and state.epochs_planned < plan.epochs:
+        state.stop_reason = f"time budget: fitted {state.epochs_planned:g} of {plan.epochs} epochs"
+    return bool(stop) or epoch + 1 >= state.epochs_planned
 
 
 def _epoch_row(prefix: str, epoch: int, stats: dict, val: Validation) -> dict:

@@ -163,7 +163,8 @@ class Schedule:
                  make_shape: Callable[[int], Callable[[float], float]] | None = None):
         self.optimizer, self.shape, self.steps_per_epoch = optimizer, shape, steps_per_epoch
         self.warmup_epochs, self.warmup_lr_ratio = warmup_epochs, warmup_lr_ratio
-        self.epochs, self.make_shape = epochs, make_shape  # make_shape(epochs) rebuilds the shape for retarget()
+        self.epochs, self.make_shape = epochs, make_shape  # make_shape(end, warm-up) rebuilds it for retarget()
+        self.planned_warmup = warmup_epochs  # the configured warm-up, which a shortened plan scales down
         self.iteration, self.epoch = 0, 0
         self._apply()
 
@@ -195,28 +196,32 @@ class Schedule:
             self.shape.update(metric)
         self._apply()
 
-    def retarget(self, epochs: int) -> None:
-        """End the schedule at `epochs` instead (same warm-up, same position): a shortened run still anneals."""
+    def retarget(self, epochs: float, warmup_epochs: float | None = None) -> None:
+        """End the schedule at `epochs` (may be fractional) instead, with the warm-up ending at `warmup_epochs`
+        (None: unchanged), at the same position: a shortened run still anneals."""
         if self.make_shape is None:
             raise ValueError("this schedule was built without make_shape, so it cannot be retargeted")
-        if not self.warmup_epochs < epochs:
-            raise ValueError(f"cannot end the schedule at epoch {epochs}: the warm-up lasts {self.warmup_epochs:g}")
+        warmup = self.warmup_epochs if warmup_epochs is None else warmup_epochs
+        if not warmup < epochs:
+            raise ValueError(f"cannot end the schedule at epoch {epochs:g}: the warm-up lasts {warmup:g}")
         plateau = self.shape.state_dict() if isinstance(self.shape, Plateau) else None
-        self.shape, self.epochs = self.make_shape(epochs), epochs
+        self.warmup_epochs = warmup
+        self.shape, self.epochs = self.make_shape(epochs, warmup), epochs
         if plateau is not None:
             self.shape.load_state_dict(plateau)
         self._apply()
 
     def state_dict(self) -> dict:
-        state = {"iteration": self.iteration, "epoch": self.epoch, "epochs": self.epochs}
+        state = {"iteration": self.iteration, "epoch": self.epoch, "epochs": self.epochs, "warmup_epochs": self.warmup_epochs}
         if isinstance(self.shape, Plateau):
             state["plateau"] = self.shape.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
         epochs = state.get("epochs")  # absent in checkpoints from before retarget()
-        if epochs is not None and epochs != self.epochs:
-            self.retarget(epochs)
+        warmup = state.get("warmup_epochs", self.warmup_epochs)
+        if epochs is not None and (epochs, warmup) != (self.epochs, self.warmup_epochs):
+            self.retarget(epochs, warmup)
         self.iteration, self.epoch = state["iteration"], state["epoch"]
         if isinstance(self.shape, Plateau):
             self.shape.load_state_dict(state["plateau"])
@@ -244,8 +249,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: NamedCfg, epochs: int
                          "lower train.scheduler.params.warmup_epochs or raise train.epochs")
     ratio = _number("warmup_lr_ratio", params.pop("warmup_lr_ratio", 0.01), 0.0, 1.0)
 
-    def make_shape(end: int) -> Callable[[float], float]:
-        return factory((warmup, float(end)), **params)
+    def make_shape(end: float, start: float = warmup) -> Callable[[float], float]:
+        return factory((start, float(end)), **params)
 
     shape = SCHEDULE_CHOICES.call(cfg, make_shape, epochs)
     return Schedule(optimizer, shape, steps_per_epoch, warmup, ratio, epochs, make_shape)

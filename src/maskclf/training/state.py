@@ -24,7 +24,9 @@ class MemberState:
     stop_reason: str = "max epochs"
     images_trained: int = 0
     train_seconds: float = 0.0
-    epochs_planned: int | None = None  # train.epochs, or fewer when train.fit_budget shortened the run
+    epochs_planned: float | None = None  # train.epochs, or fewer (whole optimiser steps) when fit_budget shortened it
+    budget_seconds: float = 0.0  # clock time of the epochs so far, what train.time_budget_min is spent on
+    pace_s: float | None = None  # clock seconds per training image the current budget plan assumed
 
     def to_dict(self) -> dict:
         """The fields as a plain dict (tensors kept as they are, not copied)."""
