@@ -50,7 +50,7 @@ def logistic(xtr, ytr, xte, yte) -> float:
 def heads(xtr, ytr: dict, xte, yte: dict, lr: float, epochs: int, bn: bool, scale: float, seed: int = 0) -> dict:
     """Accuracy per attribute of maskclf-style linear heads trained on (scaled) frozen descriptors."""
     torch.manual_seed(seed)
-    xtr, xte = torch.from_numpy(xtr * scale), torch.from_numpy(xte * scale)
+    xtr, xte = (torch.from_numpy((x * scale).astype(np.float32)) for x in (xtr, xte))
     norm = nn.BatchNorm1d(xtr.shape[1]) if bn else nn.Identity()
     lin = nn.ModuleDict({k: nn.Linear(xtr.shape[1], n) for k, n in HEADS.items()})
     params = list(norm.parameters()) + list(lin.parameters())
