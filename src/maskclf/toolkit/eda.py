@@ -61,7 +61,7 @@ def build_eda(root: Path, data: DataCfg, prepare: PrepareCfg, out_html: Path | N
                                   ["eval images", len(check.eval)],
                                   ["problems", f"{sum(p.fatal for p in check.problems)} fatal, "
                                                f"{sum(not p.fatal for p in check.problems)} warnings"]])
-    page.write(out_html, f"<p class='note'>{esc(root.resolve())}</p>{intro}")
+    page.write(out_html, f"<p class='note'>{esc(root)}</p>{intro}")
     return EdaResult(out_html, page.figures, time.perf_counter() - started, counts)
 
 
@@ -136,7 +136,7 @@ def _cache_section(page: Page, root: Path, prepare: PrepareCfg, cache_root) -> N
     rate = f"{len(fallback)} ({len(fallback) / max(n, 1):.1%})"
     rows = [["cached crops", len(cache)], ["fallback box (no face found)", rate], ["unreadable", len(failed)],
             ["detector", prepare.detector], ["crop size", f"{prepare.size} px"]]
-    by_stem = Counter(Path(k).stem for k in fallback)
+    by_stem = Counter(Path(k).stem if Path(k).stem in MASK_BY_STEM else "other (eval)" for k in fallback)
     rows += [[f"fallback: {stem}", n] for stem, n in by_stem.most_common()]
     shown = [(key, thumbnail(root / key)) for key in fallback[:MAX_GALLERY]]
     thumbs = [f"<figure><img src='{src}'><figcaption>{esc('/'.join(Path(key).parts[-2:]))}</figcaption></figure>"

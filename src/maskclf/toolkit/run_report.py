@@ -127,9 +127,13 @@ def _worst_errors(meta: list[dict], probs: np.ndarray, labels: np.ndarray, names
 
 
 def _saliency_sample(labels: np.ndarray, per_mask: int) -> np.ndarray:
-    """The first `per_mask` validation photos of each mask status (a fixed, reproducible sample)."""
+    """`per_mask` validation photos of each mask status, spread over the list (a fixed sample of different people)."""
     mask = decode(labels)[0]
-    return np.concatenate([np.flatnonzero(mask == m)[:per_mask] for m in range(3)]).astype(int)
+    picks = []
+    for m in range(3):
+        rows = np.flatnonzero(mask == m)
+        picks.append(rows[np.unique(np.linspace(0, len(rows) - 1, num=min(per_mask, len(rows))).astype(int))])
+    return np.concatenate(picks).astype(int)
 
 
 def _saliency_html(page: Page, run_dir: Path, cfg, meta, labels, tag: str, device: torch.device) -> str:
