@@ -33,10 +33,16 @@ def model_commands(tiny: Path, tmp: Path) -> dict[str, list[str]]:
         "ensemble": ["ensemble", str(tmp / "a.probs.csv"), str(tmp / "b.probs.csv")],
         "demo": ["demo", "--out", str(tmp / "demo")],
         "synth-masks": ["synth-masks", str(tiny), str(tmp / "extra")],
+        "detect": ["detect", str(tmp / "run"), str(tiny / "eval" / "images")],
+        "export": ["export", str(tmp / "run"), "-o", str(tmp / "m.onnx")],
+        "serve": ["serve", str(tmp / "run")],
+        "report": ["report", str(tmp / "run")],
+        "explain": ["explain", str(tmp / "run"), str(tmp / "photo.jpg")],
     }
 
 
-@pytest.mark.parametrize("command", ["train", "predict", "cv", "tune", "ensemble", "demo", "synth-masks"])
+@pytest.mark.parametrize("command", ["train", "predict", "cv", "tune", "ensemble", "demo", "synth-masks", "detect",
+                                     "export", "serve", "report", "explain"])
 def test_model_commands_announce_themselves_before_importing_torch(command, tiny_data, tmp_path):
     argv = model_commands(tiny_data, tmp_path)[command]
     proc = subprocess.run([sys.executable, "-c", STOP_AT_TORCH, *argv], capture_output=True, text=True,

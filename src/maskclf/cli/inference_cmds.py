@@ -22,7 +22,7 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=1, help="torch / ONNX Runtime threads (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_detect)
+    p.set_defaults(func=cmd_detect, announce=lambda a: f"finding and classifying faces with {a.model}")
 
     p = subparser(sub, "export", "export a checkpoint to ONNX and check it against torch on real face crops",
                   "maskclf export runs/exp/best.pt -o model.onnx --check ../shared/data/mask-real")
@@ -30,7 +30,7 @@ def register(sub) -> None:
     p.add_argument("--out", "-o", type=Path, required=True, help="the .onnx file to write")
     p.add_argument("--check", type=Path, nargs="+", metavar="PATH",
                    help="images or folders for the parity check (default: the checkpoint's training data)")
-    p.set_defaults(func=cmd_export)
+    p.set_defaults(func=cmd_export, announce=lambda a: f"exporting {a.checkpoint} to {a.out}")
 
     p = subparser(sub, "serve", "web page and JSON API: upload a photo, see its faces boxed and labelled",
                   "maskclf serve runs/exp/best.pt --port 8000")
@@ -42,7 +42,7 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=1,
                    help="torch / ONNX Runtime threads per request (default 1; requests run in parallel)")
-    p.set_defaults(func=cmd_serve)
+    p.set_defaults(func=cmd_serve, announce=lambda a: f"serving {a.model} on http://{a.host}:{a.port}")
 
 
 def cmd_detect(args: argparse.Namespace) -> int:

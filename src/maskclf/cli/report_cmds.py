@@ -24,7 +24,7 @@ def register(sub) -> None:
     p.add_argument("--out", "-o", type=Path, help="HTML path (default RUN_DIR/report.html)")
     p.add_argument("--compare", type=Path, metavar="OTHER_RUN", help="a second run folder shown side by side")
     p.add_argument("--device", default="cpu", help="device for the Grad-CAM pass (default cpu)")
-    p.set_defaults(func=cmd_report)
+    p.set_defaults(func=cmd_report, announce=lambda a: f"building the run report for {a.run_dir}")
 
     p = subparser(sub, "explain", "Grad-CAM per head (mask, gender, age): where the model looks, one PNG per photo",
                   "maskclf explain runs/exp/best.pt photo1.jpg photo2.jpg -o explained/")
@@ -32,7 +32,7 @@ def register(sub) -> None:
     p.add_argument("images", type=Path, nargs="+", help="photos; the face is cropped as at training")
     p.add_argument("--out", "-o", type=Path, default=Path("explained"), help="output folder (default explained/)")
     p.add_argument("--device", default="cpu")
-    p.set_defaults(func=cmd_explain)
+    p.set_defaults(func=cmd_explain, announce=lambda a: f"Grad-CAM of {len(a.images)} photo(s) with {a.checkpoint}")
 
 
 def cmd_eda(args: argparse.Namespace) -> int:
