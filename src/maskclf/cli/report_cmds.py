@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from maskclf.cli.common import add_config_args, config_from, subparser
+from maskclf.cli.common import add_config_args, subparser
 
 
 def register(sub) -> None:
@@ -37,9 +37,11 @@ def register(sub) -> None:
 
 def cmd_eda(args: argparse.Namespace) -> int:
     """`maskclf eda`."""
+    from maskclf.config import load_config
     from maskclf.toolkit.eda import build_eda
 
-    cfg = config_from(args)
+    # Only the data and prepare sections matter here; config_from would also check (and import) the training stack.
+    cfg = load_config(args.config, args.overrides)
     r = build_eda(args.data_dir, cfg.data, cfg.prepare, args.out, cfg.data.cache_dir)
     print(f"data report: {r.html} ({len(r.figures)} figures in {r.html.parent / (r.html.stem + '_figures')}, "
           f"{r.seconds:.1f} s)")
