@@ -67,6 +67,9 @@ def build_member(cfg: Config, ms: MemberSpec, train_set: CropSet, device: torch.
     problem = descriptor_reuse_problem(cfg)
     if problem:
         warnings.warn(problem, stacklevel=2)
+    if cfg.model.backbone == DLIB_FACE and not cfg.model.head_bn:
+        warnings.warn("dlib_face descriptors vary little between faces (per-dimension spread ~0.05): linear heads "
+                      "underfit without model.head_bn=true; see configs/dlib_face.yaml", stacklevel=2)
     model = build_model(cfg.model, ms.spec.heads).to(device)
     model = model.to(memory_format=memory_format(device, t.channels_last))
     sampler = build_sampler(t.sampler, train_set.labels, t.seed)
