@@ -37,9 +37,9 @@ def register(sub) -> None:
                         "gender and age")
     p.add_argument("--group-similarity", type=float, metavar="T",
                    help="with --group-persons: the similarity that joins two photos (default 0.9)")
-    p.add_argument("--group-weighting", default="face", metavar="{face,equal}",
-                   help="how photos count in a person group: 'face' (default) by the face they show (predicted "
-                        "mask status) times confidence, 'equal' all alike")
+    p.add_argument("--group-weighting", default="equal", metavar="{equal,face}",
+                   help="how photos count in a person group: 'equal' (default) all alike, 'face' by the face "
+                        "they show (predicted mask status) times confidence")
     p.add_argument("--no-calibration", action="store_true",
                    help="ignore the class-prior offsets tuned on validation at train time (train.calibrate)")
     p.add_argument("--quiet", action="store_true")

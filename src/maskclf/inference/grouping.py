@@ -6,9 +6,11 @@ Grouping eval images by that region and averaging the gender and age predictions
 unmasked photo inform the masked ones. Mask status stays per image. A strict similarity threshold keeps
 unrelated people apart; an image with no close match keeps its own prediction.
 
-The average is weighted ("face", the default): a photo counts by how much face it shows, read from its own
-predicted mask status (an unmasked or incorrectly worn photo shows the mouth and jaw that carry most of the age
-and gender evidence), times its confidence in that attribute. "equal" counts every photo the same.
+"equal" (the default) counts every photo the same; "face" weights a photo by how much face it shows, read from
+its own predicted mask status (an unmasked or incorrectly worn photo shows the mouth and jaw), times its
+confidence in that attribute. On utkmask eval (a one-epoch MobileNetV2) grouping lifted macro F1 from 0.525 to
+0.549 with equal weights and to 0.547 with face weights (confidence alone: 0.546): no gain from weighting there,
+where all seven photos of a person are drawn from one photo, so the default stays equal.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ UPPER = 0.5  # fraction of the face crop, from the top, that masks never cover
 GRID = 24  # descriptor resolution (GRID x GRID per channel)
 # Weight of a photo in its group by predicted mask status (wear, incorrect, normal): the share of face it shows.
 VISIBLE_FACE = (0.4, 0.8, 1.0)
-WEIGHTINGS = ("face", "equal")
+WEIGHTINGS = ("equal", "face")
 
 
 def upper_face_descriptors(images: np.ndarray) -> np.ndarray:
@@ -81,7 +83,7 @@ def photo_weights(parts: dict[str, np.ndarray], attr: str, weighting: str) -> np
     return (parts["mask"] @ np.asarray(VISIBLE_FACE)) * parts[attr].max(axis=1)
 
 
-def group_probs(probs18: np.ndarray, groups: np.ndarray, weighting: str = "face") -> np.ndarray:
+def group_probs(probs18: np.ndarray, groups: np.ndarray, weighting: str = "equal") -> np.ndarray:
     """18-class probabilities where gender and age are the group's weighted mean log-probabilities; mask stays per image."""
     parts = split_probs(probs18)
     out = {"mask": parts["mask"]}

@@ -143,7 +143,7 @@ class PredictOptions:
     # Group the eval photos of one person (upper-face similarity >= this, see maskclf.inference.grouping) and let
     # each group agree on gender and age, each photo weighted as group_weighting says ("face" or "equal").
     group_similarity: float | None = None
-    group_weighting: str = "face"
+    group_weighting: str = "equal"
 
 
 def predict(checkpoint: Path, eval_dir: Path, out: Path | None = None, options: PredictOptions = PredictOptions(),
