@@ -116,7 +116,8 @@ def main(argv=None) -> int:
     ap.add_argument("--budget-min", type=float, default=30.0, help="training wall-clock budget (default 30)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra config overrides")
     ap.add_argument("--quick", action="store_true", help="tiny data, tiny model: a smoke test")
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "accuracy.json")
+    ap.add_argument("--out", type=Path, help="append the row here (default: bench/results/accuracy.json, "
+                    "except with --quick, which then writes nothing)")
     ap.add_argument("--keep", type=Path, help="keep the run (checkpoints, submissions) in this folder")
     ap.add_argument("--label", help="name of this row in the results (default: accuracy/<recipe>)")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice, all cores)")
@@ -153,8 +154,8 @@ def main(argv=None) -> int:
         "mask_real": real, "mask_real_used_for_training": "the other part" if trained_on_real else False,
         "config": cfg.to_dict(),
     }
-    if not args.quick:
-        append_row(args.out, row)
+    if args.out or not args.quick:
+        append_row(args.out or REPO / "bench" / "results" / "accuracy.json", row)
     a = row["eval_attributes"]
     print(f"| {row['what']} | `{row['command']}` | eval macro F1 {row['eval_f1']:.3f}, acc {row['eval_accuracy']:.3f}; "
           f"mask/gender/age acc {a['mask']['accuracy']:.3f}/{a['gender']['accuracy']:.3f}/{a['age']['accuracy']:.3f}; "

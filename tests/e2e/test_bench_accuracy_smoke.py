@@ -1,5 +1,6 @@
 """The accuracy benchmark's quick mode runs end to end (so the benchmark never rots); no score asserts."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -16,3 +17,15 @@ def test_accuracy_benchmark_quick_mode(tiny_data, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     row = out.stdout.strip().splitlines()[-1]
     assert row.startswith("| accuracy/default/quick |") and "mask-real acc" in row
+
+
+@pytest.mark.slow
+def test_time_to_accuracy_quick_mode_runs_each_budget_and_writes_its_rows(tiny_data, tmp_path):
+    out = subprocess.run([sys.executable, str(REPO / "bench" / "time_to_accuracy.py"), "--quick", "--threads", "1",
+                          "--target", "2", "--out", str(tmp_path / "tta.json")],
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads((tmp_path / "tta.json").read_text())
+    assert [r["budget_min"] for r in result["rows"]] == [0.02, 0.05] and result["threads"] == 1
+    assert all(0 <= r["eval_f1"] <= 1 and r["cpu_minutes"] == r["train_minutes"] for r in result["rows"])
+    assert "| 0.02 |" in out.stdout and "F1 2 not reached within 0.05 min" in out.stdout  # F1 never reaches 2
