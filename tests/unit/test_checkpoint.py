@@ -120,10 +120,12 @@ def test_flipped_weight_bytes_are_refused_by_the_checksum(tmp_path):
     assert "checksum" in message and "damaged" in message
 
 
-def test_checkpoint_without_a_checksum_is_refused(tmp_path):
+def test_checkpoint_from_before_checksums_loads_with_a_warning_saying_so(tmp_path):
     path = tmp_path / "best.pt"
-    torch.save({"format": FORMAT, "version": __version__, **_payload()}, path)
-    assert "no weights checksum" in _error(path)
+    torch.save({"format": FORMAT, "version": "0.0.9", **_payload()}, path)
+    with pytest.warns(UserWarning, match=r"maskclf 0\.0\.9 without a weights checksum.*cannot be detected"):
+        data = load_checkpoint(path)
+    assert torch.equal(data["models"]["main"]["w"], _payload()["models"]["main"]["w"])
 
 
 def test_checkpoints_carry_the_config_schema_and_newer_ones_are_refused(tmp_path):

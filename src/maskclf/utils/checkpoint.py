@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +81,10 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a maskclf checkpoint (expected format '{FORMAT}')")
     if CHECKSUM not in data:
-        raise CheckpointError(f"{path}: no weights checksum ('{CHECKSUM}'); save it again with this maskclf")
-    if weights_checksum(data) != data[CHECKSUM]:
+        # Checkpoints from before weights checksums existed still load; only their integrity goes unchecked.
+        warnings.warn(f"{path}: saved by maskclf {data.get('version', '?')} without a weights checksum "
+                      f"('{CHECKSUM}'), so damage to it cannot be detected; train again to get one", stacklevel=2)
+    elif weights_checksum(data) != data[CHECKSUM]:
         raise CheckpointError(f"{path}: the weights do not match their checksum; the file is damaged "
                               "(copy it again, or use the run's other checkpoint)")
     return data
