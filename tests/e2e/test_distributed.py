@@ -93,8 +93,9 @@ def test_two_nodes_match_one_process_and_resume_after_the_whole_job_is_killed(ti
     while not (run_dir / "last.pt").is_file():  # epoch 1 is logged and checkpointed: kill the whole job
         assert time.monotonic() < deadline and all(n.poll() is None for n in nodes), [n.poll() for n in nodes]
         time.sleep(0.05)
-    for node in nodes:
+    for node in nodes:  # both nodes first, then reap: neither gets to run on while the other is reaped
         os.killpg(node.pid, signal.SIGKILL)
+    for node in nodes:
         node.communicate()
     killed_at = len(metrics(run_dir))
     assert killed_at < 3, "the job was killed before it finished"
