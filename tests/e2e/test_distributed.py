@@ -1,5 +1,6 @@
 """Distributed data parallel on CPU (Gloo): torchrun processes, on one node or on two, train one run on tiny data."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -73,6 +74,18 @@ def finish(nodes: list[subprocess.Popen]) -> None:
         assert node.returncode == 0, out[-3000:]
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (Linux /proc), children before grandchildren."""
+    found, todo = [], [pid]
+    while todo:
+        for children in Path(f"/proc/{todo.pop()}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                kids = [int(c) for c in children.read_text().split()]
+                found += kids
+                todo += kids
+    return found
+
+
 def metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
@@ -93,8 +106,12 @@ def test_two_nodes_match_one_process_and_resume_after_the_whole_job_is_killed(ti
     while not (run_dir / "last.pt").is_file():  # epoch 1 is logged and checkpointed: kill the whole job
         assert time.monotonic() < deadline and all(n.poll() is None for n in nodes), [n.poll() for n in nodes]
         time.sleep(0.05)
-    for node in nodes:  # both nodes first, then reap: neither gets to run on while the other is reaped
-        os.killpg(node.pid, signal.SIGKILL)
+    # torchrun starts its workers in sessions of their own, so the whole job is every process below both agents:
+    # listed first, then killed together, so that no rank runs on while another is being killed.
+    job = [pid for node in nodes for pid in [node.pid, *descendants(node.pid)]]
+    for pid in job:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     for node in nodes:
         node.communicate()
     killed_at = len(metrics(run_dir))
