@@ -11,8 +11,8 @@ import torch
 
 from maskclf.config import Config, validate
 from maskclf.data.transforms import tta_views
-from maskclf.labels import AgeBounds, NUM_CLASSES, combine_probs
-from maskclf.models.heads import HeadSpec
+from maskclf.labels import HEADS, NUM_CLASSES, AgeBounds
+from maskclf.models.heads import HeadSpec, to_probs18
 from maskclf.utils.checkpoint import CheckpointError
 
 INPUT = "image"  # (batch, 3, size, size) float32, normalised with the `mean`/`std` metadata
@@ -43,7 +43,7 @@ class OnnxModel:
                 acc[k] = acc[k] + v / len(views)
         if len(images) == 0:
             return np.empty((0, NUM_CLASSES), np.float32)
-        return combine_probs(acc["mask"], acc["gender"], acc["age"]) if self.separate else acc["probs"]
+        return to_probs18({k: acc[k] for k in HEADS} if self.separate else {"cls": acc["probs"]})
 
     def outputs(self, images: np.ndarray, view, batch_size: int) -> dict[str, np.ndarray]:
         """Every graph output for one TTA view, batch by batch."""
