@@ -21,10 +21,11 @@ from maskclf.inference.draw import draw_faces
 from maskclf.inference.onnx_model import OnnxModel
 from maskclf.inference.predict import LoadedModel, load_any, predict_probs
 from maskclf.labels import NUM_CLASSES, attribute_names, class_names, split_probs
+from maskclf.layout import IMAGE_EXTS
 from maskclf.utils.atomic import write_atomic
 from maskclf.utils.runtime import resolve_device
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+IMAGE_SUFFIXES = IMAGE_EXTS | {".gif"}  # the dataset image types, plus GIF for photos people bring
 BATCH_IMAGES = 32  # photos whose faces are classified together
 CSV_COLUMNS = ["path", "width", "height", "face", "x0", "y0", "x1", "y1", "score", "mask", "mask_prob", "gender",
                "gender_prob", "age", "age_prob", "class", "label", "prob"]
