@@ -1,4 +1,5 @@
 import csv
+import multiprocessing
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -185,3 +186,38 @@ def test_a_journal_trial_silent_past_the_grace_period_fails_and_is_queued_again(
 def test_storage_urls_are_printed_without_passwords():
     assert mask_url("postgresql://tuner:pw@db.example:5432/optuna") == "postgresql://tuner:***@db.example:5432/optuna"
     assert mask_url("sqlite:///runs/tune.db") == "sqlite:///runs/tune.db"
+
+
+def _open_at_once(url: str, barrier, results) -> None:
+    barrier.wait()
+    try:
+        open_storage(url, 1, Retry())
+        results.put("ok")
+    except Exception as e:  # reported to the parent, which fails the test with it
+        results.put(repr(e))
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_workers_opening_a_new_sqlite_study_together_all_get_it(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    url, n = f"sqlite:///{tmp_path / 'new.db'}", 6
+    barrier, results = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_open_at_once, args=(url, barrier, results)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    got = [results.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    assert got == ["ok"] * n  # before the creation lock, SQLite said "table ... already exists" to a loser
+    assert optuna.get_all_study_summaries(open_storage(url, 1, Retry())) == []  # one usable, empty database
+
+
+def test_a_storage_error_that_is_not_a_creation_race_is_raised_at_once(tmp_path, monkeypatch):
+    from maskclf.toolkit import tune_storage
+
+    sleeps = []
+    monkeypatch.setattr(tune_storage.time, "sleep", sleeps.append)
+    (tmp_path / "not-a-db").write_text("plain text, not SQLite" * 100)
+    with pytest.raises(Exception, match="not a database"):
+        open_storage(f"sqlite:///{tmp_path / 'not-a-db'}", 1, Retry())
+    assert sleeps == []  # not retried: waiting cannot fix it

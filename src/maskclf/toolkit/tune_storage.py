@@ -3,15 +3,18 @@ the trials of a worker that died."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import time
 import warnings
+from pathlib import Path
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
-from sqlalchemy.exc import IntegrityError, ProgrammingError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 JOURNAL = "journal:"
 RETRIES = 1  # a trial whose worker died is run once more; a second death fails it for good
@@ -79,16 +82,45 @@ def open_storage(url: str, heartbeat: int, retry: Retry) -> BaseStorage:
             return HeartbeatJournalStorage(url[len(JOURNAL):], heartbeat, retry)
         # Several workers on one SQLite file take turns at its lock: wait for it instead of failing after 5 s.
         engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else None
-        for attempt in range(3):
+        for attempt in range(5):
             try:
-                return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
-                                  heartbeat_stale_trial_callback=retry)
-            except (IntegrityError, ProgrammingError):
-                # Workers starting together on an empty database race to create its tables: the loser
-                # finds them made on its next try.
-                if attempt == 2:
+                with _creation_lock(url):
+                    return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
+                                      heartbeat_stale_trial_callback=retry)
+            except (IntegrityError, ProgrammingError, OperationalError) as e:
+                # Workers starting together on an empty database race to create its tables (PostgreSQL
+                # reports a duplicate, SQLite "table ... already exists"): the loser finds them made on its
+                # next try. Anything else is not a race and is raised as it is.
+                if attempt == 4 or not _is_creation_race(e):
                     raise
-                time.sleep(1)
+                time.sleep(1 + attempt)
+        raise AssertionError("unreachable")
+
+
+def _is_creation_race(e: Exception) -> bool:
+    """Whether a database error is two workers creating the same tables or version row at once."""
+    text = str(getattr(e, "orig", e)).lower()
+    return isinstance(e, (IntegrityError, ProgrammingError)) or "already exists" in text or "locked" in text
+
+
+@contextlib.contextmanager
+def _creation_lock(url: str):
+    """For an SQLite file, hold an exclusive lock on `<file>.lock` while the tables are created, so workers
+    started together create them one at a time; other databases need none (the retry covers them)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        yield
+        return
+    lock = Path(parsed.database).with_name(Path(parsed.database).name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def mask_url(url: str) -> str:
