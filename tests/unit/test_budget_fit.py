@@ -150,6 +150,27 @@ def test_budget_is_re_planned_when_the_pace_changes(tiny_cfg, tmp_path, capsys):
     assert result.summary["budget_used"] == pytest.approx(1400 / 1200)  # the cut epoch billed whole (fake clock)
 
 
+def test_a_budget_shorter_than_one_epoch_ends_the_schedule_and_the_epoch_inside_it(tiny_cfg, tmp_path, capsys):
+    # The first 2 of the 8 steps take 10 s: 30 s, less the validation's estimate (a few seconds), hold 5 steps.
+    cfg = tiny_cfg(tmp_path, *BUDGET_BASE, "train.epochs=3", "train.time_budget_min=0.5")
+    result = fit(cfg, progress=False, clock=FakeClock(1.0), step_clock=FakeClock(10.0))
+    assert ("budget: 0.5 min holds 0.625 of the first epoch (timed on its first 2 steps, 10.0 s); schedule ends "
+            "there (warm-up 0.25)") in capsys.readouterr().out
+    s = result.summary
+    assert s["epochs_run"] == 1 and s["epochs_planned"] == 0.625
+    assert s["members"]["main"]["stopped"] == "time budget: fitted 0.625 of 3 epochs"
+    assert [r["train/images"] for r in read_metrics(result.run_dir) if "train/images" in r] == [5 * 16]
+    assert curve(result.run_dir, "train/lr")[1] == pytest.approx(LR * LOW)  # annealed where the budget ends
+    assert load_checkpoint(result.run_dir / "last.pt")["schedule"]["epochs"] == 0.625
+
+
+def test_the_first_steps_are_not_timed_without_a_fitted_budget(tiny_cfg, tmp_path):
+    cfg = tiny_cfg(tmp_path, *BUDGET_BASE, "train.epochs=1", "train.time_budget_min=0.5", "train.fit_budget=false")
+    never = FakeClock(10.0)
+    result = fit(cfg, progress=False, clock=FakeClock(1.0), step_clock=never)
+    assert never.now == 0.0 and result.summary["epochs_planned"] == 1  # the hard stop alone decides
+
+
 # ---- Schedule.retarget on its own ------------------------------------------------------------------------------
 
 def sched(name="cosine", epochs=10, steps=4, **params):

@@ -39,10 +39,12 @@ def batches_per_epoch(n: int, batch_size: int) -> int:
 
 
 def train_one_epoch(model, data: CropSet, order: np.ndarray, parts: StepParts, device: torch.device,
-                    generator: torch.Generator, desc: str | None = "train") -> dict[str, float]:
+                    generator: torch.Generator, desc: str | None = "train",
+                    after_batch: Callable[[int], bool] | None = None) -> dict[str, float]:
     """Train over `order` once; returns mean loss, per-head losses, images/s and the last learning rate.
 
-    `desc` labels the progress bar; None shows none.
+    `desc` labels the progress bar; None shows none. `after_batch(images_seen)`, called after every batch, may
+    end the epoch there by returning True (a time budget shorter than the epoch).
     """
     model.train()
     total, n_seen, head_sums = 0.0, 0, {}
@@ -75,6 +77,10 @@ def train_one_epoch(model, data: CropSet, order: np.ndarray, parts: StepParts, d
         for k, v in head_losses.items():
             head_sums[k] = head_sums.get(k, 0.0) + float(v) * bs
         bar.set_postfix(loss=f"{total / n_seen:.4f}", lr=f"{parts.optimizer.param_groups[0]['lr']:.2e}")
+        if after_batch is not None and after_batch(n_seen):
+            if (i + 1) % parts.accum_steps:  # gradients accumulated since the last step are not thrown away
+                _optimizer_step(model, parts)
+            break
     seconds = time.perf_counter() - start
     out = {"loss": total / max(n_seen, 1), "images_per_s": n_seen / max(seconds, 1e-9), "seconds": seconds,
            "lr": parts.optimizer.param_groups[0]["lr"]}

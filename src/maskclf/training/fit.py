@@ -80,11 +80,12 @@ class _Session:
 
 
 def fit(cfg: Config | None, resume: Path | None = None, progress: bool = True, run_dir: Path | None = None,
-        on_epoch=None, clock=time.monotonic, data_root: Path | None = None) -> FitResult:
+        on_epoch=None, clock=time.monotonic, data_root: Path | None = None, step_clock=time.monotonic) -> FitResult:
     """Train as `cfg` says; with `resume`, continue that run from its last checkpoint (`data_root`: data moved).
 
     `on_epoch(member, epoch, val_score)` is called after every validation (e.g. to prune a tuning trial).
-    `clock()` times the first epoch for train.fit_budget.
+    `clock()` times the first epoch for train.fit_budget; `step_clock()` its first steps, which decide whether a
+    budget shorter than one epoch ends inside it.
     """
     began = time.time()
     cfg = resumed_config(Path(resume), data_root) if resume is not None else absolute_paths(cfg)
@@ -97,7 +98,7 @@ def fit(cfg: Config | None, resume: Path | None = None, progress: bool = True, r
               progress and dist.main)
     s.began = began
     spec = head_spec(cfg.model.head, cfg.model.age, bounds_of(cfg.data), cfg.model.age_bin_width)
-    members = _train_all(s, spec, on_epoch, clock)
+    members = _train_all(s, spec, on_epoch, (clock, step_clock))
     result = _finish(s, spec, members)
     if cfg.train.refit:
         result = _refit(s, spec, members, result)
@@ -181,13 +182,13 @@ def _run_folder(cfg: Config, run_dir: Path | None, resuming: bool) -> Path:
     return run_dir
 
 
-def _train_all(s: _Session, spec: HeadSpec, on_epoch, clock) -> dict[str, tuple[MemberParts, MemberState]]:
+def _train_all(s: _Session, spec: HeadSpec, on_epoch, clocks) -> dict[str, tuple[MemberParts, MemberState]]:
     """Build and train every member in turn; finished ones (from last.pt) are restored, not retrained."""
     cfg = s.cfg
     plan = loop_plan(cfg)
     tracker = Tracker(s.run_dir, cfg.run.tensorboard, cfg.run.wandb, cfg.to_dict()) if s.dist.main else NullTracker()
     run = RunContext(s.run_dir, s.device, tracker, s.progress, lambda m: _describe(cfg, m), s.wall, s.dist, s.show,
-                     on_epoch, clock)
+                     on_epoch, *clocks)
     _announce(s, cfg, member_plan(spec, cfg.model.head))
     members = {}
     try:

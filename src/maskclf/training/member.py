@@ -80,6 +80,7 @@ class RunContext:
     show: bool = True  # progress bars and one line per epoch
     on_epoch: Callable | None = None  # on_epoch(member, epoch, score) after each validation, e.g. tuning's pruning
     clock: Callable[[], float] = time.monotonic  # times the first epoch for train.fit_budget
+    step_clock: Callable[[], float] = time.monotonic  # times the first steps: a budget shorter than an epoch
 
 
 @dataclass
@@ -134,7 +135,8 @@ def train_member(m: MemberParts, sets: tuple[CropSet, CropSet], plan: LoopPlan, 
     state.epochs_planned = state.epochs_planned or plan.epochs
     for epoch in range(state.epochs_run, plan.epochs):
         began = run.clock()
-        stats, seen = _train_epoch(m, train_set, plan, epoch, run, state.epochs_planned)
+        probe = _FirstEpochProbe(m, state, plan, run, len(val_set)) if _probe_due(state, plan, run) else None
+        stats, seen = _train_epoch(m, train_set, plan, epoch, run, state.epochs_planned, probe=probe)
         val = validate(m, val_set, run.device, run.show)
         m.step.schedule.step_epoch(val.score)
         improved = _record(state, m, epoch, seen, stats["seconds"], val.score)
@@ -177,9 +179,9 @@ def refit_member(m: MemberParts, train_set: CropSet, plan: LoopPlan, run: RunCon
 
 
 def _train_epoch(m: MemberParts, train_set: CropSet, plan: LoopPlan, epoch: int, run: RunContext, planned: float,
-                 what: str = ""):
+                 what: str = "", probe: _FirstEpochProbe | None = None):
     """One epoch over this rank's slice of the epoch order (the planned part of it when the plan ends inside
-    this epoch): (engine stats, images seen)."""
+    this epoch, or where `probe` ends it): (engine stats, images seen)."""
     m.model.set_epoch(epoch)
     order = shard(epoch_order(len(train_set), plan.seed, epoch, m.sampler), run.dist)
     if planned < epoch + 1:  # a budget plan in optimiser steps ends part-way through this epoch
@@ -188,8 +190,70 @@ def _train_epoch(m: MemberParts, train_set: CropSet, plan: LoopPlan, epoch: int,
     # Each rank draws its own augmentations; a single process keeps the seeds it always had.
     gen = torch.Generator(device=run.device).manual_seed((plan.seed * 100_003 + epoch) * run.dist.world + run.dist.rank)
     desc = f"{m.spec.prefix}{what}epoch {epoch + 1}/{planned:g}"
-    stats = train_one_epoch(m.train_model, train_set, order, m.step, run.device, gen, desc if run.show else None)
-    return stats, len(order)
+    if probe is not None:
+        probe.begin(len(order))
+    stats = train_one_epoch(m.train_model, train_set, order, m.step, run.device, gen, desc if run.show else None,
+                            after_batch=probe)
+    return stats, (probe.stopped_at if probe is not None and probe.stopped_at else len(order))
+
+
+def _probe_due(state: MemberState, plan: LoopPlan, run: RunContext) -> bool:
+    """Time the first steps of a fresh run with a fitted budget: the budget may not hold one whole epoch.
+    Single process only: under torchrun the ranks' clocks would disagree on where to stop."""
+    return (plan.budget_s is not None and plan.fit_budget and state.epochs_run == 0 and state.pace_s is None
+            and run.dist.world == 1)
+
+
+PROBE_FRACTION = 0.05  # the first epoch is timed over its first 5 % of steps (at least PROBE_MIN_STEPS)
+PROBE_MIN_STEPS = 2
+EVAL_COST = 1 / 3  # a validation image costs about a third of a training one (forward only, no augmentation)
+
+
+class _FirstEpochProbe:
+    """Called after every batch of a fresh run's first epoch: after the first few steps it estimates whether the
+    budget holds the whole epoch (plus its validation) and, when it does not, ends the lr schedule and the epoch
+    at the steps it holds, so a 2-minute budget trains 2 minutes, not one whole epoch."""
+
+    def __init__(self, m: MemberParts, state: MemberState, plan: LoopPlan, run: RunContext, val_images: int):
+        self.m, self.state, self.plan, self.run, self.val_images = m, state, plan, run, val_images
+        steps = m.step.schedule.steps_per_epoch
+        self.probe_steps = min(max(PROBE_MIN_STEPS, math.ceil(PROBE_FRACTION * steps)), steps - 1)
+        self.images, self.start, self.limit, self.stopped_at = 0, 0.0, None, None
+
+    def begin(self, images: int) -> None:
+        """The epoch of `images` starts now."""
+        self.images, self.start = images, self.run.step_clock()
+
+    def __call__(self, seen: int) -> bool:
+        """Whether the epoch ends after these `seen` images."""
+        if self.limit is None and self.probe_steps > 0 and seen >= self.probe_steps * self.m.step.batch_size:
+            self.limit = self._plan(self.run.step_clock() - self.start, seen)
+        if self.limit is not None and seen >= self.limit < self.images:
+            self.stopped_at = seen
+            return True
+        return False
+
+    def _plan(self, seconds: float, seen: int) -> int:
+        """The images this epoch may train on (all of them when the budget holds the epoch)."""
+        schedule, state, plan = self.m.step.schedule, self.state, self.plan
+        pace = seconds / max(seen, 1)
+        left = plan.budget_s - state.budget_seconds - self.val_images * pace * EVAL_COST
+        steps = schedule.steps_per_epoch
+        if pace <= 0 or left >= pace * self.images:
+            return self.images
+        done = self.probe_steps
+        fit_steps = max(done + 1, math.floor(left / max(pace * self.m.step.batch_size, 1e-12)))
+        fits = fit_steps / steps
+        if fits >= 1:
+            return self.images
+        warmup = min(schedule.warmup_epochs, max(done / steps, schedule.planned_warmup * fits / plan.epochs))
+        schedule.retarget(fits, warmup)
+        state.epochs_planned = fits
+        if self.run.dist.main:
+            print(f"{self.m.spec.prefix}budget: {plan.budget_s / 60:g} min holds {fits:g} of the first epoch "
+                  f"(timed on its first {done} steps, {seconds:.1f} s); schedule ends there (warm-up {warmup:g})",
+                  flush=True)
+        return fit_steps * self.m.step.batch_size
 
 
 def _record(state: MemberState, m: MemberParts, epoch: int, seen: int, seconds: float, score: float) -> bool:
