@@ -148,6 +148,7 @@ def main(argv=None) -> int:
         "command": "python bench/accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "date": time.strftime("%Y-%m-%d"), "machine": machine(), "data": str(data.name),
         "train_minutes": result.summary["train_seconds"] / 60, "epochs": result.summary["epochs_run"],
+        "epochs_planned": result.summary.get("epochs_planned"), "budget_used": result.summary.get("budget_used"),
         "wall_minutes": (time.time() - started) / 60, "val_f1": result.best_f1,
         "eval_f1": report["f1"], "eval_accuracy": report["accuracy"],
         "eval_attributes": {a: {"accuracy": v["accuracy"], "f1": v["f1"]} for a, v in report["attributes"].items()},
