@@ -11,7 +11,8 @@ import torch
 from maskclf.models import dlib_face as dlibface
 from maskclf.utils.checkpoint import load_checkpoint
 from maskclf.config import ModelCfg, NamedCfg, load_config
-from maskclf.models.dlib_face import CHIP, DescriptorStore, DlibFaceExtractor, to_chips
+from maskclf.models.dlib_face import CHIP, DlibFaceExtractor
+from maskclf.models.frozen_features import DescriptorStore, to_chips
 from maskclf.labels import AgeBounds
 from maskclf.models.network import build_model
 from maskclf.training.optim import build_optimizer
@@ -49,7 +50,7 @@ def normalise(chips: np.ndarray, size: int = CHIP, mean=dlibface.MEAN, std=dlibf
     return build_eval_transform(size, mean, std)(torch.from_numpy(chips))
 
 
-# ---- without dlib: the missing-package error, the store, the normalisation round trip ----------------------
+# ---- without dlib: the missing-package error (the store and the chips: test_frozen_features.py) ------------
 
 
 def test_missing_dlib_names_the_extra(monkeypatch):
@@ -69,56 +70,6 @@ def test_unknown_backbone_lists_dlib_face():
         build_model(ModelCfg(backbone="dlib_fcae", pretrained=""), {"cls": 18})
 
 
-@pytest.mark.parametrize("mean,std", [(dlibface.MEAN, dlibface.STD), ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
-def test_denormalisation_round_trips(mean, std):
-    chips = np.random.default_rng(0).integers(0, 256, (3, CHIP, CHIP, 3), dtype=np.uint8)
-    back = to_chips(normalise(chips, CHIP, mean, std), mean, std)
-    assert back.dtype == np.uint8 and back.flags["C_CONTIGUOUS"]
-    np.testing.assert_array_equal(back, chips)
-
-
-def test_other_input_sizes_are_resized_to_the_chip():
-    flat = np.full((2, 112, 112, 3), (10, 120, 250), dtype=np.uint8)
-    chips = to_chips(normalise(flat, 112))
-    assert chips.shape == (2, CHIP, CHIP, 3)
-    assert (chips == np.array([10, 120, 250], np.uint8)).all()  # a flat image stays flat and keeps its colour
-
-
-def fake_compute(calls: list):
-    """Stands in for dlib: a descriptor that depends on the chip's mean colour; records every batch."""
-    def compute(batch):
-        calls.append(len(batch))
-        return [np.full(128, c.mean() / 255, np.float32) for c in batch]
-    return compute
-
-
-def test_store_computes_each_distinct_chip_once_and_persists(tmp_path):
-    chips = np.stack([np.full((CHIP, CHIP, 3), v, np.uint8) for v in (0, 50, 50, 200)])
-    calls = []
-    store = DescriptorStore(tmp_path)
-    first = store.lookup(chips, fake_compute(calls))
-    assert calls == [3] and (store.misses, store.hits) == (3, 1)  # the duplicate is computed once
-    again = store.lookup(chips[::-1], fake_compute(calls))
-    assert calls == [3] and store.hits == 5
-    np.testing.assert_array_equal(again, first[::-1])
-    reopened = DescriptorStore(tmp_path)  # a later run: everything comes from disk
-    np.testing.assert_array_equal(reopened.lookup(chips, fake_compute(calls)), first)
-    assert calls == [3] and reopened.misses == 0
-
-
-def test_store_ignores_a_corrupt_shard_and_merges_many(tmp_path, monkeypatch, caplog):
-    calls = []
-    store = DescriptorStore(tmp_path)
-    for v in range(5):
-        store.lookup(np.full((1, CHIP, CHIP, 3), v, np.uint8), fake_compute(calls))
-    (tmp_path / "part-0-broken.npz").write_bytes(b"not a zip")
-    monkeypatch.setattr(dlibface, "MAX_SHARDS", 3)
-    reopened = DescriptorStore(tmp_path)
-    assert len(reopened.memo) == 5 and "unreadable descriptor shard" in caplog.text
-    assert len([p for p in tmp_path.glob("part-*.npz") if "broken" not in p.name]) == 1
-    assert len(DescriptorStore(tmp_path).memo) == 5
-
-
 # ---- with dlib ---------------------------------------------------------------------------------------------
 
 
@@ -126,7 +77,7 @@ def test_descriptors_have_the_right_shape_and_are_deterministic(dlib_ready, face
     ext = DlibFaceExtractor(store_dir=tmp_path)
     out = ext(normalise(faces))
     assert out.shape == (len(faces), 128) and out.dtype == torch.float32 and not out.requires_grad
-    fresh = DescriptorStore(None)  # no memo: dlib computes again
+    fresh = DescriptorStore(None, 128)  # no memo: dlib computes again
     recomputed = fresh.lookup(faces, lambda b: [np.asarray(v) for v in dlibface._recognizer(ext.model_path)
                                                 .compute_face_descriptor(b)])
     np.testing.assert_array_equal(out.numpy(), recomputed)
@@ -139,9 +90,8 @@ def test_second_pass_is_served_from_the_memo(dlib_ready, faces, tmp_path):
     x = normalise(faces[:2])
     first = ext(x)
     assert (ext.store.misses, ext.store.hits) == (2, 0)
-    calls = []
-    second = torch.from_numpy(ext.store.lookup(to_chips(x), fake_compute(calls)))
-    assert calls == [] and ext.store.hits == 2
+    second = torch.from_numpy(ext.store.lookup(to_chips(x, CHIP), lambda batch: pytest.fail("computed again")))
+    assert ext.store.hits == 2
     assert torch.equal(ext(x), first) and torch.equal(second, first)
     assert copy.deepcopy(ext).store is ext.store  # EMA copies share the memo
 
