@@ -17,7 +17,8 @@ from maskclf.models.frozen_features import MEAN, STD, DescriptorStore
 from maskclf.models.network import build_model
 from maskclf.models.pretrained import check_pretrained
 
-h5py = pytest.importorskip("h5py")  # a dev dependency: the weight-loading tests below always run in CI
+# h5py is a dev dependency, so the weight-loading tests below always run in CI.
+h5py = pytest.importorskip("h5py", reason=f"h5py is not installed: {agender.PIP}")
 
 TINY_WIDTHS, TINY_SIDE = (2, 4, 6, 8), 12  # the WRN-16-8 layout, narrow and small
 
