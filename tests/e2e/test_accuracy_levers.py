@@ -62,3 +62,23 @@ def test_painted_masks_train_from_cached_landmarks(tiny_cfg, tmp_path):
     assert r.summary["techniques"]["paint_masks"] == 1.0 and r.summary["epochs_run"] == 1
     with pytest.raises(ConfigError, match="landmarks"):
         load_config([], ["train.augment.paint_masks=0.5", "prepare.detector=none"])
+
+
+def test_paint_masks_auto_paints_only_where_it_can():
+    from maskclf.config import PAINT_MASKS_AUTO
+    from maskclf.training.build import descriptor_reuse_problem, paint_probability
+
+    assert load_config().train.augment.paint_masks == "auto"
+    assert paint_probability(load_config()) == PAINT_MASKS_AUTO > 0  # the default detector keeps landmarks
+    assert paint_probability(load_config([], ["prepare.detector=mtcnn"])) == PAINT_MASKS_AUTO
+    assert paint_probability(load_config([], ["prepare.detector=none"])) == 0.0  # no landmarks: nothing to paint
+    assert paint_probability(load_config([], ["prepare.detector=haar"])) == 0.0
+    frozen = load_config([], ["model.backbone=dlib_face", "train.augment.preset=base"])
+    assert paint_probability(frozen) == 0.0 and descriptor_reuse_problem(frozen) is None
+    painted = load_config([], ["model.backbone=dlib_face", "train.augment.preset=base", "train.augment.paint_masks=0.3"])
+    assert paint_probability(painted) == 0.3 and "paint_masks" in descriptor_reuse_problem(painted)
+    assert paint_probability(load_config([], ["train.augment.paint_masks=0"])) == 0.0
+    with pytest.raises(ConfigError, match="'auto' or a probability"):
+        load_config([], ["train.augment.paint_masks=1.5"])
+    with pytest.raises(ConfigError, match="auto"):
+        load_config([], ["train.augment.paint_masks=sometimes"])

@@ -8,7 +8,7 @@ from functools import partial
 
 import torch
 
-from maskclf.config import Config, NamedCfg, TrainCfg
+from maskclf.config import LANDMARK_DETECTORS, PAINT_MASKS_AUTO, Config, NamedCfg, TrainCfg
 from maskclf.data.loader import CropSet, epoch_order
 from maskclf.data.mixing import mix_batch
 from maskclf.data.samplers import build_sampler
@@ -46,6 +46,16 @@ def fitted_schedule(t: TrainCfg) -> NamedCfg:
     return NamedCfg(name=t.scheduler.name, params={**t.scheduler.params, "warmup_epochs": t.epochs / 2})
 
 
+def paint_probability(cfg: Config) -> float:
+    """train.augment.paint_masks as a probability: "auto" paints where the crops keep landmarks and the backbone
+    trains (a frozen feature backbone would re-encode every painted chip), and not otherwise."""
+    p = cfg.train.augment.paint_masks
+    if p != "auto":
+        return float(p)
+    paintable = cfg.prepare.detector in LANDMARK_DETECTORS and cfg.model.backbone not in FROZEN_BACKBONES
+    return PAINT_MASKS_AUTO if paintable else 0.0
+
+
 def descriptor_reuse_problem(cfg: Config) -> str | None:
     """Why a frozen-feature backbone (dlib_face, agender_wrn) would re-encode every crop every epoch, or None."""
     name = cfg.model.backbone
@@ -55,6 +65,7 @@ def descriptor_reuse_problem(cfg: Config) -> str | None:
     changes = [f"augment preset '{a.preset}'"] if a.preset != "base" else []
     changes += [f"augment.params {sorted(a.params)}"] if a.params else []
     changes += ["mixup/cutmix"] if a.mixup > 0 or a.cutmix > 0 else []
+    changes += ["train.augment.paint_masks"] if paint_probability(cfg) > 0 else []
     if not changes:
         return None
     return (f"{name} features are remembered per exact input chip, but {', '.join(changes)} changes the chips "

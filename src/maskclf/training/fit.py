@@ -27,7 +27,7 @@ from maskclf.labels import MASK_ONLY
 from maskclf.metrics import score_probs
 from maskclf.models.heads import HeadSpec, head_spec
 from maskclf.models.pretrained import check_pretrained
-from maskclf.training.build import build_member, fitted_schedule, loop_plan, member_plan
+from maskclf.training.build import build_member, fitted_schedule, loop_plan, member_plan, paint_probability
 from maskclf.training.checks import check_config
 from maskclf.training.member import (MemberParts, RunContext, combined_val_probs, refit_member, train_member,
                                      write_final_figures)
@@ -165,9 +165,15 @@ def report_data(data: TrainData, label_fixes: str, shown: int = 5) -> None:
 
 def _crops(cfg: Config, data: TrainData, split, show: bool) -> tuple[tuple[CropSet, CropSet], dict]:
     train_set, val_set, skipped = crops_for(cfg, data, split, progress=show)
-    if cfg.train.augment.paint_masks > 0:
-        train_set.paint = MaskPainter(cfg.train.augment.paint_masks, cfg.train.seed)
+    _paint(cfg, train_set)
     return (train_set, val_set), skipped
+
+
+def _paint(cfg: Config, train_set: CropSet) -> None:
+    """Let the loader paint masks on the training crops, if train.augment.paint_masks says so."""
+    p = paint_probability(cfg)
+    if p > 0:
+        train_set.paint = MaskPainter(p, cfg.train.seed)
 
 
 def _run_folder(cfg: Config, run_dir: Path | None, resuming: bool) -> Path:
@@ -273,8 +279,7 @@ def _refit(s: _Session, spec: HeadSpec, members: dict[str, tuple[MemberParts, Me
     epochs = {name: st.best_epoch + 1 for name, (_, st) in members.items()}
     s.sets = None  # free the hold-out crops before gathering everyone's
     train_set, _ = refit_crops(cfg, s.data, s.split, progress=s.show)
-    if cfg.train.augment.paint_masks > 0:
-        train_set.paint = MaskPainter(cfg.train.augment.paint_masks, cfg.train.seed)
+    _paint(cfg, train_set)
     run = RunContext(s.run_dir, s.device, NullTracker(), RunProgress(), lambda m: {}, s.wall, s.dist, s.show)
     states, parts = {}, {}
     for ms in member_plan(spec, cfg.model.head):
@@ -338,5 +343,5 @@ def techniques(cfg: Config) -> dict:
         "mixup": t.augment.mixup, "cutmix": t.augment.cutmix, "ema": t.ema, "optimizer": t.optimizer.name,
         "scheduler": t.scheduler.name, "freeze": cfg.model.freeze, "extra_data": [str(p) for p in cfg.data.extra],
         "age_bounds": list(cfg.data.age_bounds), "drop_ages": cfg.data.drop_ages,
-        "mask_extra": [str(p) for p in cfg.data.mask_extra], "paint_masks": t.augment.paint_masks,
+        "mask_extra": [str(p) for p in cfg.data.mask_extra], "paint_masks": paint_probability(cfg),
     }
