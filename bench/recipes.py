@@ -101,12 +101,12 @@ def render() -> None:
     lines = ["# Techniques on utkmask: one base recipe, one change per row", "",
              f"Base overrides: `{' '.join(BASE)}`. Trained on utkmask/train (person hold-out), scored on "
              "utkmask/eval and mask-real. Rendered by `bench/recipes.py --render` from bench/results/recipes.json.",
-             "", "| row | change | val F1 | eval macro F1 | mask, gender, age acc | mask-real acc | train min | epochs | date |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "", "| row | change | val F1 | eval macro F1 | mask, gender, age acc | mask-real acc | incorrect recall | train min | epochs | date |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name in ROWS:
         runs = [latest[k] for k in sorted(latest) if k == name or k.startswith(f"{name}@seed")]
         if not runs:
-            lines.append(f"| {name} | `{shown(ROWS[name])}` | not run yet | | | | | | |")
+            lines.append(f"| {name} | `{shown(ROWS[name])}` | not run yet | | | | | | | |")
             continue
         lines.append(f"| {name} | `{shown(ROWS[name])}` | " + " | ".join(_cells(runs)) + " |")
     lines += ["", "Conditions: one epoch of the base recipe per row (96 px, no warm-up), two rows at a time with one torch "
@@ -114,11 +114,17 @@ def render() -> None:
               "that cost more per epoch (three separate models, a ResNet18, 2.2x the people with the external "
               "elderly) report their own larger training minutes, because a run is never cut inside an epoch. "
               "Several values in a cell are the runs with train.seed 0, 1, ... (`--seeds 0 1`), same split; "
-              "differences of about 0.02 are within run-to-run noise. mask-real acc is scored on the photos "
-              "data.mask_extra never trains on (a seeded 30 % of every source x mask status); rows dated before "
+              "differences of about 0.02 are within run-to-run noise. mask-real acc and incorrect recall (the "
+              "share of real incorrectly worn masks called so) are scored on the photos data.mask_extra never trains on (a seeded 30 % of every source x mask status); rows dated before "
               "2026-12-01 were scored on all of mask-real.",
               "", "Reproduce a row: `.venv/bin/python bench/recipes.py --only ROW` (same budget for every row)."]
     TABLE.write_text("\n".join(lines) + "\n")
+
+
+def _incorrect_recall(r: dict) -> str:
+    """Recall of real incorrectly worn masks ('-' for rows from before it was recorded)."""
+    recall = r["mask_real"].get("incorrect_recall")
+    return "-" if recall is None else f"{recall:.3f}"
 
 
 def _cells(runs: list[dict]) -> list[str]:
@@ -131,7 +137,8 @@ def _cells(runs: list[dict]) -> list[str]:
         return f"{a['mask']['accuracy']:.3f}, {a['gender']['accuracy']:.3f}, {a['age']['accuracy']:.3f}"
 
     return [each(lambda r: f"{r['val_f1']:.3f}"), each(lambda r: f"{r['eval_f1']:.3f}"), each(attrs),
-            each(lambda r: f"{r['mask_real']['mask_accuracy']:.3f}"), each(lambda r: f"{r['train_minutes']:.1f}"),
+            each(lambda r: f"{r['mask_real']['mask_accuracy']:.3f}"), each(_incorrect_recall),
+            each(lambda r: f"{r['train_minutes']:.1f}"),
             each(lambda r: str(r["epochs"])), runs[-1]["date"]]
 
 
