@@ -151,8 +151,8 @@ class AugmentCfg(_Section):
     # Probability of painting a fresh random mask (worn, or below the nose / on the chin) on a bare training crop
     # each time it is drawn, relabelled to match; needs face landmarks (prepare.detector yuface or mtcnn).
     # "auto": PAINT_MASKS_AUTO where the crops have landmarks and the backbone trains, else 0 (see
-    # training.build.paint_probability). On utkmask it lifted real incorrectly-worn recall from 0.06-0.08 to
-    # 0.17-0.26 at an unchanged macro F1 (bench/RECIPES.md).
+    # training.build.paint_probability). On one-epoch utkmask models it lifted real incorrectly-worn recall from
+    # 0.06-0.08 to 0.17-0.26 at an unchanged macro F1 (bench/RECIPES.md); not confirmed at 30 minutes.
     paint_masks: float | Literal["auto"] = "auto"
 
     @field_validator("paint_masks")
