@@ -246,8 +246,7 @@ class _FirstEpochProbe:
         fits = fit_steps / steps
         if fits >= 1:
             return self.images
-        warmup = min(schedule.warmup_epochs, max(done / steps, schedule.planned_warmup * fits / plan.epochs))
-        schedule.retarget(fits, warmup)
+        warmup = _end_schedule(schedule, fits, done / steps, plan.epochs)
         state.epochs_planned = fits
         if self.run.dist.main:
             print(f"{self.m.spec.prefix}budget: {plan.budget_s / 60:g} min holds {fits:g} of the first epoch "
@@ -297,13 +296,20 @@ def _plan_budget(state: MemberState, schedule, plan: LoopPlan, timed: tuple[floa
     elif fits <= done:
         note = "the budget is spent"
     else:
-        warmup = min(schedule.warmup_epochs, max(done, schedule.planned_warmup * fits / plan.epochs))
-        schedule.retarget(fits, warmup)
+        warmup = _end_schedule(schedule, fits, done, plan.epochs)
         note = f"schedule ends at epoch {fits:g} (warm-up {warmup:g})"
     if main:
         what = "budget" if first else "budget re-planned (pace moved > 20 %)"
         print(f"{prefix}{what}: {plan.budget_s / 60:g} min, {state.budget_seconds / 60:.2f} min used, fits "
               f"{fits:g} of {plan.epochs} epochs (last epoch {seconds:.1f} s); {note}", flush=True)
+
+
+def _end_schedule(schedule, fits: float, done: float, epochs: int) -> float:
+    """End the lr schedule at epoch `fits` of a plan cut from `epochs`; a warm-up still running is scaled with the
+    plan but never ends before `done`, the part already trained. Returns where the warm-up now ends."""
+    warmup = min(schedule.warmup_epochs, max(done, schedule.planned_warmup * fits / epochs))
+    schedule.retarget(fits, warmup)
+    return warmup
 
 
 def _settle_stop(state: MemberState, plan: LoopPlan, epoch: int) -> bool:
