@@ -58,6 +58,7 @@ from maskclf.data.loader import epoch_order, iterate
 from maskclf.training.losses import build_criterion
 from maskclf.models.network import build_model
 from maskclf.training.optim import build_optimizer, build_scheduler
+from maskclf.utils.runtime import memory_format
 from maskclf.models.heads import head_spec, make_targets
 from maskclf.data.transforms import build_augment, build_eval_transform, tta_views
 from maskclf.layout import Record
@@ -358,6 +359,7 @@ def default_model(cfg: Config) -> LoadedModel:
     torch.manual_seed(0)
     spec = head_spec(cfg.model.head, cfg.model.age, bin_width=cfg.model.age_bin_width)
     model = build_model(cfg.model.model_copy(update={"pretrained": ""}), spec.heads).eval()
+    model = model.to(memory_format=memory_format(cfg.train.channels_last))  # as `load_model` places it
     dc = model.data_config
     return LoadedModel(cfg, spec, {"main": (model, spec)}, Path("default-model.pt"), tuple(dc["mean"]),
                        tuple(dc["std"]))
@@ -382,13 +384,13 @@ def detect_rate(pipe: FacePipeline, photos: list[Path]) -> dict:
             "photos_per_s": round(len(result.images) / wall, 2), "load": load_now()}
 
 
-def channels_last_probs(loaded: LoadedModel, crops: np.ndarray) -> None:
-    """The torch forward with model and inputs channels-last (a lever `predict` does not pull on the CPU: its
-    outputs must equal validation's, which runs contiguous there)."""
-    model = copy.deepcopy(loaded.members["main"][0]).to(memory_format=torch.channels_last)
+def contiguous_probs(loaded: LoadedModel, crops: np.ndarray) -> None:
+    """The torch forward with model and inputs contiguous (`train.channels_last=false`; what `predict` ran on the
+    CPU before it followed the checkpoint's channels-last setting there too)."""
+    model = copy.deepcopy(loaded.members["main"][0]).to(memory_format=torch.contiguous_format)
     view = tta_views("none", loaded.cfg.train.input_size, loaded.mean, loaded.std)[0]
     predict_outputs(model, to_cropset(crops, [Record(path=Path(), key=str(i)) for i in range(len(crops))]), view,
-                    CPU, 256, memory_format=torch.channels_last, desc=None)
+                    CPU, 256, memory_format=torch.contiguous_format, desc=None)
 
 
 def predict_rates(loaded: LoadedModel, crops: np.ndarray, onnx_path: Path, rounds: int) -> dict:
@@ -396,7 +398,7 @@ def predict_rates(loaded: LoadedModel, crops: np.ndarray, onnx_path: Path, round
     plain and with `--tta hflip`, alternating; images/s and CPU ms per image."""
     exported = load_onnx(onnx_path)
     runs = {"torch": lambda: predict_probs(loaded, crops, CPU, progress=False),
-            "torch_channels_last": lambda: channels_last_probs(loaded, crops),
+            "torch_contiguous": lambda: contiguous_probs(loaded, crops),
             "onnxruntime": lambda: predict_probs(exported, crops, CPU, progress=False),
             "torch_hflip": lambda: predict_probs(loaded, crops, CPU, tta="hflip", progress=False),
             "onnxruntime_hflip": lambda: predict_probs(exported, crops, CPU, tta="hflip", progress=False)}
@@ -498,7 +500,7 @@ def render_inference(report: dict) -> str:
         f"| `detect` on {d['photos']} real photos ({d['faces']} faces): decode + detect + crop + classify | "
         f"{d['faces_per_s']:.1f} faces/s ({d['photos_per_s']:.1f} photos/s) | {d['load']} |",
     ]
-    names = {"torch": "torch", "torch_channels_last": "torch with channels-last (not used by `predict`)",
+    names = {"torch": "torch", "torch_contiguous": "torch, contiguous (`train.channels_last=false`)",
              "onnxruntime": "ONNX Runtime", "torch_hflip": "torch, `--tta hflip`",
              "onnxruntime_hflip": "ONNX Runtime, `--tta hflip`"}
     for name, what in names.items():

@@ -53,7 +53,7 @@ def test_speed_quick_writes_results_and_keeps_other_sections(tmp_path, tiny_data
     inference = json.loads((tmp_path / "results" / "speed_inference.json").read_text())["inference"]
     assert inference["model"] == ModelCfg().backbone and inference["detector"] == PrepareCfg().detector
     assert inference["detect"]["photos"] == 4 and inference["detect"]["faces_per_s"] >= 0
-    assert set(inference["predict"]) == {"torch", "torch_channels_last", "onnxruntime", "torch_hflip", "onnxruntime_hflip"}
+    assert set(inference["predict"]) == {"torch", "torch_contiguous", "onnxruntime", "torch_hflip", "onnxruntime_hflip"}
     assert all(v["images_per_s"] > 0 and v["cpu_ms_per_image"] > 0 and len(v["load"]) == 1
                for v in inference["predict"].values())
     assert {"cost_vs_plain"} <= set(inference["predict"]["torch_hflip"]) & set(inference["predict"]["onnxruntime_hflip"])

@@ -48,7 +48,11 @@ def test_cpu_precision_helpers_are_no_ops():
         y = torch.ones(2, 2) @ torch.ones(2, 2)
     assert y.dtype == torch.float32
     assert not grad_scaler(cpu, True).is_enabled()
-    assert memory_format(cpu, True) == torch.contiguous_format
+
+
+def test_memory_format_follows_the_setting_on_every_device():
+    assert memory_format(True) == torch.channels_last
+    assert memory_format(False) == torch.contiguous_format
 
 
 def test_shard_gives_every_rank_as_many_samples_and_no_sample_twice():

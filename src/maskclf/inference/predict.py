@@ -22,7 +22,7 @@ from maskclf.inference.onnx_model import OnnxModel, load_onnx
 from maskclf.labels import AgeBounds, NUM_CLASSES
 from maskclf.models.network import build_model
 from maskclf.utils.formats import write_csv, write_probs
-from maskclf.utils.runtime import resolve_device
+from maskclf.utils.runtime import memory_format, resolve_device
 from maskclf.models.heads import HeadSpec, member_probs, to_probs18
 from maskclf.data.transforms import tta_views
 
@@ -69,7 +69,8 @@ def load_model(path: Path, device: torch.device) -> LoadedModel:
             model.load_state_dict(states[name])
         except (RuntimeError, KeyError) as exc:
             raise CheckpointError(f"{path}: weights for '{name}' do not fit {cfg.model.backbone} ({exc})") from None
-        members[name] = (model.to(device).eval(), HeadSpec(heads, spec.age_mode, bounds, spec.bin_edges))
+        model = model.to(device, memory_format=memory_format(cfg.train.channels_last))
+        members[name] = (model.eval(), HeadSpec(heads, spec.age_mode, bounds, spec.bin_edges))
     info = {"epoch": ckpt.get("epoch"), "score": ckpt.get("score"), "version": ckpt.get("version")}
     return LoadedModel(cfg, spec, members, Path(path), mean, std, info, offsets)
 
@@ -96,13 +97,14 @@ def _model_probs(loaded: LoadedModel, images: np.ndarray, device: torch.device, 
                  progress: bool) -> np.ndarray:
     data = to_cropset(images, [Record(path=Path(), key=str(i)) for i in range(len(images))])
     size = loaded.cfg.train.input_size
-    amp = loaded.cfg.train.amp and device.type == "cuda"  # the setting validation used at train time
+    amp = loaded.cfg.train.amp and device.type == "cuda"  # the settings validation used at train time
+    layout = memory_format(loaded.cfg.train.channels_last)
     attrs: dict[str, np.ndarray] = {}
     for name, (model, spec) in loaded.members.items():
         views = tta_views(tta, size, loaded.mean, loaded.std)
         acc: dict[str, np.ndarray] = {}
         for i, view in enumerate(views):
-            out = predict_outputs(model, data, view, device, batch_size, amp=amp,
+            out = predict_outputs(model, data, view, device, batch_size, amp=amp, memory_format=layout,
                                   desc=f"predict {name} view {i + 1}/{len(views)}" if progress else None)
             for k, v in member_probs(out, spec, name).items():
                 acc[k] = acc.get(k, 0) + v.numpy() / len(views)
