@@ -163,12 +163,23 @@ class AugmentCfg(_Section):
         return v
 
 
+class ResizeCfg(_Section):
+    """`train.resize.*`: progressive resizing. Training batches start at `start` px and grow linearly to
+    train.input_size at `until` of the planned schedule, then stay there; validation and prediction run at full
+    size. Cheap early steps buy more of them within a time budget, whose plan accounts for their cost. With
+    train.compile on CUDA each new size compiles once more."""
+
+    start: int | None = Field(None, ge=16)  # None: off (every batch at train.input_size)
+    until: float = Field(0.5, gt=0.0, le=1.0)
+
+
 class TrainCfg(_Section):
     """`train.*`: epochs, batches, optimiser, schedule, loss, sampler, budget and runtime switches."""
 
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(64, ge=1)
     input_size: int = Field(112, ge=16)
+    resize: ResizeCfg = Field(default_factory=ResizeCfg)
     optimizer: NamedCfg = Field(default_factory=lambda: NamedCfg(name="adamw", params={"lr": 1e-3, "weight_decay": 0.01}))
     scheduler: NamedCfg = Field(default_factory=lambda: NamedCfg(name="cosine", params={"warmup_epochs": 1}))
     loss: NamedCfg = Field(default_factory=lambda: NamedCfg(name="ce"))
@@ -180,7 +191,7 @@ class TrainCfg(_Section):
     accum_steps: int = Field(1, ge=1)
     clip_grad: float = Field(0.0, ge=0.0)
     amp: bool = True  # only takes effect on CUDA
-    channels_last: bool = True  # only takes effect on CUDA
+    channels_last: bool = True  # model and batches channels-last (faster on CUDA and, with oneDNN, on the CPU)
     compile: bool = False
     seed: int = 0
     deterministic: bool = False

@@ -161,14 +161,16 @@ class BatchAugment:
         self.params, self.out_size, self.channels_last = params, out_size, channels_last
         self.mean, self.std = tuple(mean), tuple(std)
 
-    def __call__(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(self, batch: torch.Tensor, generator: torch.Generator | None = None,
+                 out_size: int | None = None) -> torch.Tensor:
+        """`out_size` replaces the built side for this batch (progressive resizing)."""
         _check_batch(batch)
         d = self._draw(batch.shape[0], generator, batch.device)
         if bool(d["clahe"].any()):
             batch = self._clahe(batch, d)
         # Resampling, blur and the colour matrix are linear, so the ops run in normalised units from the colour
         # step on: /255 and the normalisation cost no pass of their own, and the clamps use the normalised range.
-        x = _resample(batch, self._geometry(d), self.out_size, self.params.padding)
+        x = _resample(batch, self._geometry(d), out_size or self.out_size, self.params.padding)
         norm = _normaliser(self.mean, self.std, x.device)
         x = self._colour(x, d, norm) if bool((d["jitter"] | d["gray"] | d["shuffle"]).any()) else norm(x)
         if bool(d["blur"].any()):

@@ -20,6 +20,7 @@ from maskclf.training.engine import StepParts, batches_per_epoch
 from maskclf.training.losses import build_criterion
 from maskclf.training.member import LoopPlan, MemberParts, MemberSpec
 from maskclf.training.optim import build_optimizer, build_scheduler
+from maskclf.training.resize import SizeRamp
 from maskclf.utils.runtime import Dist, grad_scaler, memory_format, shard, wrap_ddp
 
 
@@ -44,6 +45,11 @@ def fitted_schedule(t: TrainCfg) -> NamedCfg:
     if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or warmup < t.epochs:
         return t.scheduler
     return NamedCfg(name=t.scheduler.name, params={**t.scheduler.params, "warmup_epochs": t.epochs / 2})
+
+
+def size_ramp(t: TrainCfg) -> SizeRamp | None:
+    """train.resize as a SizeRamp, or None when progressive resizing is off."""
+    return None if t.resize.start is None else SizeRamp(t.resize.start, t.input_size, t.resize.until)
 
 
 def paint_probability(cfg: Config) -> float:
@@ -84,7 +90,7 @@ def build_member(cfg: Config, ms: MemberSpec, train_set: CropSet, device: torch.
         warnings.warn(f"{cfg.model.backbone}: {frozen.scale_note}, so linear heads underfit without "
                       f"model.head_bn=true; see {frozen.config}", stacklevel=2)
     model = build_model(cfg.model, ms.spec.heads).to(device)
-    model = model.to(memory_format=memory_format(device, t.channels_last))
+    model = model.to(memory_format=memory_format(t.channels_last))
     sampler = build_sampler(t.sampler, train_set.labels, t.seed)
     n_per_epoch = len(shard(epoch_order(len(train_set), t.seed, 0, sampler), dist))  # this rank's steps
     steps = max(1, math.ceil(batches_per_epoch(n_per_epoch, t.batch_size) / t.accum_steps))
@@ -99,7 +105,8 @@ def build_member(cfg: Config, ms: MemberSpec, train_set: CropSet, device: torch.
         make_targets=lambda labels, ages: make_targets(labels, ages, ms.spec),
         augment=build_augment(t.augment.preset, t.input_size, dc["mean"], dc["std"], **t.augment.params),
         batch_size=t.batch_size, mix=_mixer(t), scaler=grad_scaler(device, t.amp), ema=_ema(model, t.ema),
-        accum_steps=t.accum_steps, clip_grad=t.clip_grad, amp=t.amp and device.type == "cuda", memory_format=memory_format(device, t.channels_last))
+        accum_steps=t.accum_steps, clip_grad=t.clip_grad, amp=t.amp and device.type == "cuda",
+        memory_format=memory_format(t.channels_last), ramp=size_ramp(t))
     train_model = wrap_ddp(torch.compile(model) if t.compile else model, device, dist)
     return MemberParts(ms, model, train_model, step, sampler, build_eval_transform(t.input_size, dc["mean"], dc["std"]))
 

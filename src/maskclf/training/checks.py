@@ -15,7 +15,7 @@ from maskclf.data.train_data import bounds_of
 from maskclf.data.transforms import build_augment
 from maskclf.labels import NUM_CLASSES
 from maskclf.models.heads import head_spec
-from maskclf.training.build import fitted_schedule, member_plan
+from maskclf.training.build import fitted_schedule, member_plan, size_ramp
 from maskclf.training.losses import build_criterion
 from maskclf.training.optim import build_optimizer, build_scheduler
 
@@ -31,6 +31,7 @@ def check_config(cfg: Config) -> None:
         "train.sampler": lambda: build_sampler(t.sampler, np.arange(NUM_CLASSES), t.seed),
         "train.augment": lambda: build_augment(t.augment.preset, t.input_size, (0.5,) * 3, (0.5,) * 3,
                                                **t.augment.params),
+        "train.resize": lambda: size_ramp(t),
         "model": lambda: head_spec(cfg.model.head, cfg.model.age, bounds_of(cfg.data), cfg.model.age_bin_width),
         "train.loss / train.head_losses": lambda: _check_losses(cfg),
     }

@@ -11,6 +11,7 @@ import torch
 from tqdm import tqdm
 
 from maskclf.data.loader import CropSet, iterate
+from maskclf.training.resize import SizeRamp
 from maskclf.utils.runtime import autocast, unwrap
 
 
@@ -31,6 +32,7 @@ class StepParts:
     clip_grad: float = 0.0
     amp: bool = False
     memory_format: torch.memory_format = torch.contiguous_format
+    ramp: SizeRamp | None = None  # progressive resizing: the training batches' side follows the schedule
 
 
 def batches_per_epoch(n: int, batch_size: int) -> int:
@@ -41,13 +43,14 @@ def batches_per_epoch(n: int, batch_size: int) -> int:
 def train_one_epoch(model, data: CropSet, order: np.ndarray, parts: StepParts, device: torch.device,
                     generator: torch.Generator, desc: str | None = "train",
                     after_batch: Callable[[int], bool] | None = None) -> dict[str, float]:
-    """Train over `order` once; returns mean loss, per-head losses, images/s and the last learning rate.
+    """Train over `order` once; returns mean loss, per-head losses, images/s, the last learning rate and the side
+    of the last batch (progressive resizing grows it).
 
     `desc` labels the progress bar; None shows none. `after_batch(images_seen)`, called after every batch, may
     end the epoch there by returning True (a time budget shorter than the epoch).
     """
     model.train()
-    total, n_seen, head_sums = 0.0, 0, {}
+    total, n_seen, head_sums, side = 0.0, 0, {}, 0
     # Dropping a small last batch keeps BatchNorm away from 1-image batches.
     batch_size = parts.batch_size
     n_batches = batches_per_epoch(len(order), batch_size)
@@ -56,7 +59,8 @@ def train_one_epoch(model, data: CropSet, order: np.ndarray, parts: StepParts, d
     start = time.perf_counter()
     parts.optimizer.zero_grad(set_to_none=True)
     for i, (images, labels, ages) in enumerate(bar):
-        x = parts.augment(images.to(device, non_blocking=True), generator=generator)
+        sized = {"out_size": parts.ramp.size(parts.schedule.progress)} if parts.ramp is not None else {}
+        x = parts.augment(images.to(device, non_blocking=True), generator=generator, **sized)
         x = x.contiguous(memory_format=parts.memory_format)
         targets = parts.make_targets(labels.to(device), ages.to(device))
         if parts.mix is not None:
@@ -71,7 +75,7 @@ def train_one_epoch(model, data: CropSet, order: np.ndarray, parts: StepParts, d
             scaled.backward()
         if (i + 1) % parts.accum_steps == 0 or i + 1 == n_batches:
             _optimizer_step(model, parts)
-        bs = len(labels)
+        bs, side = len(labels), x.shape[-1]
         total += float(loss.detach()) * bs
         n_seen += bs
         for k, v in head_losses.items():
@@ -83,7 +87,7 @@ def train_one_epoch(model, data: CropSet, order: np.ndarray, parts: StepParts, d
             break
     seconds = time.perf_counter() - start
     out = {"loss": total / max(n_seen, 1), "images_per_s": n_seen / max(seconds, 1e-9), "seconds": seconds,
-           "lr": parts.optimizer.param_groups[0]["lr"]}
+           "lr": parts.optimizer.param_groups[0]["lr"], "input_size": side}
     out.update({f"loss_{k}": v / max(n_seen, 1) for k, v in head_sums.items()})
     return out
 

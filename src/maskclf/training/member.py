@@ -19,6 +19,7 @@ from maskclf.labels import HEADS, decode
 from maskclf.metrics import score_probs
 from maskclf.models.heads import HeadSpec, attribute_probs, make_targets, member_probs, probs18, to_probs18
 from maskclf.training.engine import StepParts, train_one_epoch
+from maskclf.training.resize import fit_epochs, mean_cost
 from maskclf.training.state import MemberState, RunProgress, save_last, training_state
 from maskclf.utils.plots import confusion_figure, image_grid_figure
 from maskclf.utils.runtime import Dist, shard
@@ -142,8 +143,9 @@ def train_member(m: MemberParts, sets: tuple[CropSet, CropSet], plan: LoopPlan, 
         improved = _record(state, m, epoch, seen, stats["seconds"], val.score)
         epoch_s = run.clock() - began
         state.budget_seconds += epoch_s
-        if plan.budget_s is not None and plan.fit_budget and _replan_due(state, epoch, epoch_s / max(seen, 1)):
-            _plan_budget(state, m.step.schedule, plan, (epoch_s, seen), m.spec.prefix, run.dist.main)
+        pace = _full_size_pace(epoch_s, seen, m.step, epoch, state.epochs_planned)
+        if plan.budget_s is not None and plan.fit_budget and _replan_due(state, epoch, pace):
+            _plan_budget(state, m.step, plan, (epoch_s, seen, pace), m.spec.prefix, run.dist.main)
         finished = _settle_stop(state, plan, epoch)
         row = _epoch_row(m.spec.prefix, epoch, {**stats, "images": seen}, val)
         if run.dist.main:  # checkpoint first, then log: a resume re-logs a missing row from last.pt (repair_log)
@@ -235,14 +237,14 @@ class _FirstEpochProbe:
 
     def _plan(self, seconds: float, seen: int) -> int:
         """The images this epoch may train on (all of them when the budget holds the epoch)."""
-        schedule, state, plan = self.m.step.schedule, self.state, self.plan
-        pace = seconds / max(seen, 1)
+        schedule, state, plan, ramp = self.m.step.schedule, self.state, self.plan, self.m.step.ramp
+        steps, done = schedule.steps_per_epoch, self.probe_steps
+        planned = schedule.epochs * steps  # the plan the timed steps ran under
+        pace = seconds / max(seen, 1) / mean_cost(ramp, 0.0, done / planned)  # per full-size image
         left = plan.budget_s - state.budget_seconds - self.val_images * pace * EVAL_COST
-        steps = schedule.steps_per_epoch
-        if pace <= 0 or left >= pace * self.images:
+        if pace <= 0 or left >= pace * self.images * mean_cost(ramp, 0.0, steps / planned):
             return self.images
-        done = self.probe_steps
-        fit_steps = max(done + 1, math.floor(left / max(pace * self.m.step.batch_size, 1e-12)))
+        fit_steps = max(done + 1, round(fit_epochs(left, pace * self.m.step.batch_size, steps, 0.0, 1, ramp) * steps))
         fits = fit_steps / steps
         if fits >= 1:
             return self.images
@@ -280,15 +282,26 @@ def _replan_due(state: MemberState, epoch: int, pace_s: float) -> bool:
     return pace_s > 0 and abs(pace_s - state.pace_s) > REPLAN_CHANGE * state.pace_s
 
 
-def _plan_budget(state: MemberState, schedule, plan: LoopPlan, timed: tuple[float, int], prefix: str,
+def _full_size_pace(seconds: float, images: int, step: StepParts, epoch: int, planned: float) -> float:
+    """Seconds per training image of epoch `epoch` (its validation included), as if every batch had been at
+    full size: progressive resizing makes the early epochs cheaper than the ones a plan still has to run."""
+    schedule = step.schedule
+    end = schedule.epochs or planned
+    cost = mean_cost(step.ramp, epoch / end, min(epoch + 1, planned) / end)
+    return seconds / max(images, 1) / cost
+
+
+def _plan_budget(state: MemberState, step: StepParts, plan: LoopPlan, timed: tuple[float, int, float], prefix: str,
                  main: bool) -> None:
     """Plan the optimiser steps the rest of the budget holds at the last epoch's pace and end the lr schedule
-    (and a warm-up still running, scaled with the plan) there; `timed` is (seconds, images) of that epoch."""
-    seconds, images = timed
-    pace, steps = seconds / max(images, 1), schedule.steps_per_epoch
+    (and a warm-up still running, scaled with the plan) there; `timed` is (seconds, images, full-size pace per
+    image) of that epoch."""
+    seconds, images, pace = timed
+    schedule = step.schedule
+    steps = schedule.steps_per_epoch
     done = min(float(state.epochs_run), state.epochs_planned)  # a partial last epoch counts as its part
-    left_steps = math.floor(max(plan.budget_s - state.budget_seconds, 0.0) / max(pace * images / steps, 1e-12))
-    fits = min(float(plan.epochs), done + left_steps / steps)
+    fits = fit_epochs(plan.budget_s - state.budget_seconds, pace * images / steps, steps, done, plan.epochs,
+                      step.ramp)
     first = state.pace_s is None
     state.epochs_planned, state.pace_s = fits, pace
     if fits >= plan.epochs:

@@ -173,6 +173,11 @@ class Schedule:
         """The current learning rate of the first param group."""
         return self.optimizer.param_groups[0]["lr"]
 
+    @property
+    def progress(self) -> float:
+        """Optimiser steps taken as a fraction of the planned schedule (1 at its end)."""
+        return self.iteration / (self.epochs * self.steps_per_epoch) if self.epochs else 0.0
+
     def multiplier(self, iteration: int) -> float:
         """The lr factor at optimiser step `iteration` (warm-up times shape)."""
         e = iteration / self.steps_per_epoch
