@@ -172,15 +172,18 @@ def test_the_first_steps_are_not_timed_without_a_fitted_budget(tiny_cfg, tmp_pat
 
 
 def test_the_budget_plan_prices_the_steps_it_plans_at_their_size(tiny_cfg, tmp_path, capsys):
-    # 10 min at 200 s an epoch. Epoch 1 runs at 16 px (a quarter of a full step's pixels), so the full-size step
-    # costs 100 s; the 400 s left hold 15 steps at 24 px (see the fit_epochs test), not the 16 steps a flat
-    # pace would give (1 + 16 / 8 = 3 epochs without the ramp).
+    # 10 min at 200 s an epoch; 8 steps of 16 images, 35 validation images (a third of a training image each).
+    # Epoch 1 ran at 16 px, a quarter of a full step's pixels: 200 s = pace x (128 x 0.25 + 35 / 3), so a
+    # full-size image costs 4.58 s. The plan's later steps run at 24 px (0.5625 of full): an epoch of them costs
+    # 4.58 x (128 x 0.5625 + 35 / 3) = 383 s, so the 400 s left hold one more epoch, not the two a flat pace
+    # (200 s an epoch) would promise.
     cfg = tiny_cfg(tmp_path, *BUDGET_BASE, "train.epochs=5", "train.time_budget_min=10", "train.resize.start=16",
                    "train.resize.until=1")
     result = fit(cfg, progress=False, clock=FakeClock(200.0))
-    assert "fits 1.875 of 5 epochs (last epoch 200.0 s); schedule ends at epoch 1.875" in capsys.readouterr().out
-    assert result.summary["epochs_planned"] == 1.875
+    assert "fits 2 of 5 epochs (last epoch 200.0 s); schedule ends at epoch 2 (warm-up 1)" in capsys.readouterr().out
+    assert result.summary["epochs_planned"] == 2
     assert curve(result.run_dir, "train/input_size") == {1: 16, 2: 24}
+    assert curve(result.run_dir, "train/lr")[2] == pytest.approx(LR * LOW)
 
 
 # ---- Schedule.retarget on its own ------------------------------------------------------------------------------

@@ -41,6 +41,13 @@ def test_fit_epochs_without_a_ramp_is_the_plain_quotient():
     assert fit_epochs(1e9, 25.0, 8, 1.0, 5, None) == 5.0
 
 
+def test_fit_epochs_adds_the_per_epoch_cost_whatever_the_size():
+    # 8 steps of 20 s plus 40 s of validation: 200 s an epoch, 2 more epochs in 400 s.
+    assert fit_epochs(400.0, 20.0, 8, 1.0, 5, None, epoch_s=40.0) == 3.0
+    ramp = SizeRamp(16, 32, until=1.0)
+    assert fit_epochs(400.0, 100.0, 8, 1.0, 5, ramp, epoch_s=56.25) == pytest.approx(1.75)  # 6 x 56.25 + 0.75 x 56.25
+
+
 def test_fit_epochs_with_a_ramp_ends_where_the_steps_it_still_has_to_run_fill_the_time():
     ramp = SizeRamp(16, 32, until=1.0)
     # After 1 epoch of 8 steps, 400 s at 100 s per full-size step: ending at 15 steps puts steps 8..14 on

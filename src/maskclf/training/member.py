@@ -143,9 +143,9 @@ def train_member(m: MemberParts, sets: tuple[CropSet, CropSet], plan: LoopPlan, 
         improved = _record(state, m, epoch, seen, stats["seconds"], val.score)
         epoch_s = run.clock() - began
         state.budget_seconds += epoch_s
-        pace = _full_size_pace(epoch_s, seen, m.step, epoch, state.epochs_planned)
+        pace = _full_size_pace(epoch_s, seen, len(val_set), m.step, epoch, state.epochs_planned)
         if plan.budget_s is not None and plan.fit_budget and _replan_due(state, epoch, pace):
-            _plan_budget(state, m.step, plan, (epoch_s, seen, pace), m.spec.prefix, run.dist.main)
+            _plan_budget(state, m.step, plan, (epoch_s, seen, len(val_set), pace), m.spec.prefix, run.dist.main)
         finished = _settle_stop(state, plan, epoch)
         row = _epoch_row(m.spec.prefix, epoch, {**stats, "images": seen}, val)
         if run.dist.main:  # checkpoint first, then log: a resume re-logs a missing row from last.pt (repair_log)
@@ -282,26 +282,27 @@ def _replan_due(state: MemberState, epoch: int, pace_s: float) -> bool:
     return pace_s > 0 and abs(pace_s - state.pace_s) > REPLAN_CHANGE * state.pace_s
 
 
-def _full_size_pace(seconds: float, images: int, step: StepParts, epoch: int, planned: float) -> float:
-    """Seconds per training image of epoch `epoch` (its validation included), as if every batch had been at
-    full size: progressive resizing makes the early epochs cheaper than the ones a plan still has to run."""
-    schedule = step.schedule
-    end = schedule.epochs or planned
+def _full_size_pace(seconds: float, images: int, val_images: int, step: StepParts, epoch: int,
+                    planned: float) -> float:
+    """Seconds per full-size training image in epoch `epoch`, which took `seconds` with its validation (priced at
+    EVAL_COST of a training image): progressive resizing makes the early epochs' steps cheaper than the ones a
+    plan still has to run, while validation always runs at full size."""
+    end = step.schedule.epochs or planned
     cost = mean_cost(step.ramp, epoch / end, min(epoch + 1, planned) / end)
-    return seconds / max(images, 1) / cost
+    return seconds / max(images * cost + val_images * EVAL_COST, 1e-12)
 
 
-def _plan_budget(state: MemberState, step: StepParts, plan: LoopPlan, timed: tuple[float, int, float], prefix: str,
-                 main: bool) -> None:
+def _plan_budget(state: MemberState, step: StepParts, plan: LoopPlan, timed: tuple[float, int, int, float],
+                 prefix: str, main: bool) -> None:
     """Plan the optimiser steps the rest of the budget holds at the last epoch's pace and end the lr schedule
-    (and a warm-up still running, scaled with the plan) there; `timed` is (seconds, images, full-size pace per
-    image) of that epoch."""
-    seconds, images, pace = timed
+    (and a warm-up still running, scaled with the plan) there; `timed` is (seconds, training images, validation
+    images, full-size pace per image) of that epoch."""
+    seconds, images, val_images, pace = timed
     schedule = step.schedule
     steps = schedule.steps_per_epoch
     done = min(float(state.epochs_run), state.epochs_planned)  # a partial last epoch counts as its part
     fits = fit_epochs(plan.budget_s - state.budget_seconds, pace * images / steps, steps, done, plan.epochs,
-                      step.ramp)
+                      step.ramp, pace * val_images * EVAL_COST)
     first = state.pace_s is None
     state.epochs_planned, state.pace_s = fits, pace
     if fits >= plan.epochs:

@@ -54,16 +54,19 @@ def mean_cost(ramp: SizeRamp | None, a: float, b: float) -> float:
 
 
 def fit_epochs(seconds: float, step_s: float, steps_per_epoch: int, done: float, epochs: int,
-               ramp: SizeRamp | None) -> float:
-    """Where a schedule should end (in epochs, at most `epochs`) so that the steps after `done` fit in `seconds`,
-    at `step_s` seconds per full-size step. With a ramp the later steps' sizes depend on that end, so it is
-    found by bisection over whole steps; without one it is the plain quotient."""
+               ramp: SizeRamp | None, epoch_s: float = 0.0) -> float:
+    """Where a schedule should end (in epochs, at most `epochs`) so that what runs after epoch `done` fits in
+    `seconds`: `step_s` seconds per full-size optimiser step plus `epoch_s` per epoch at any size (its
+    validation). With a ramp the later steps' sizes depend on that end, so it is found by bisection over whole
+    steps; without one it is the plain quotient."""
     if ramp is None:
-        return min(float(epochs), done + math.floor(max(seconds, 0.0) / max(step_s, 1e-12)) / steps_per_epoch)
+        per_step = step_s + epoch_s / steps_per_epoch
+        fit = math.floor(max(seconds, 0.0) / max(per_step, 1e-12) + 1e-9)  # 1e-9: 400 / 25 is 16 steps, not 15
+        return min(float(epochs), done + fit / steps_per_epoch)
 
     def needs(end_steps: int) -> float:
         end = end_steps / steps_per_epoch
-        return (end - done) * steps_per_epoch * step_s * ramp.cost(done / end, 1.0)
+        return (end - done) * (steps_per_epoch * step_s * ramp.cost(done / end, 1.0) + epoch_s)
 
     low, high = math.ceil(done * steps_per_epoch), epochs * steps_per_epoch
     if needs(high) <= seconds:
