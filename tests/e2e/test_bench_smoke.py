@@ -83,3 +83,37 @@ def test_summarise_takes_medians_ratios_and_targets():
     assert med["baseline_loader"] == 100.0 and med["maskclf_train"] == 46.0
     assert ratios["loader_maskclf_vs_baseline"] == 22.0 and ratios["compute_vs_maskclf_train"] == round(50 / 46, 3)
     assert targets == {"loader_maskclf_vs_baseline >= 20": True, "compute_vs_maskclf_train <= 1.10": True}
+
+
+STEP_SPEED = SPEED.parent / "step_speed.py"
+
+
+@pytest.mark.slow
+def test_step_speed_quick_times_every_lever_against_the_contiguous_baseline(tmp_path):
+    out = tmp_path / "step_speed.json"
+    proc = subprocess.run([sys.executable, str(STEP_SPEED), "--quick", "--out", str(out)], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    levers = report["levers"]
+    assert list(levers) == ["contiguous", "channels_last", "freeze_blocks2", "cached_blocks2", "size_16"]
+    assert levers["contiguous"]["vs_contiguous"] == 1.0
+    assert all(v["images_per_s"] > 0 and len(v["rounds"]) == len(v["load"]) == 1 for v in levers.values())
+    assert "| `cached_blocks2` |" in proc.stdout
+
+
+def test_the_cached_lever_runs_the_same_network_as_the_default_model():
+    import torch
+
+    from maskclf.models.heads import head_spec
+    from maskclf.models.network import build_model
+
+    spec = importlib.util.spec_from_file_location("bench_step_speed", STEP_SPEED)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(0)
+    model = build_model(ModelCfg(pretrained=""), head_spec("multihead", "classes").heads).eval()
+    lower, upper = module._split(model)
+    x = torch.randn(2, 3, 64, 64)
+    full, split = model(x), upper(lower(x))
+    assert full.keys() == split.keys() and all(torch.equal(full[k], split[k]) for k in full)
