@@ -218,3 +218,33 @@ def test_process_image_maps_faces_to_full_size_and_decodes_enough_pixels_for_the
     small = process_image(jpeg, _FakeDetector([Face((10.0, 20.0, 70.0, 80.0), 0.9, None)]), cfg)
     np.testing.assert_allclose(small.face.box, (32, 64, 224, 256))
     np.testing.assert_array_equal(small.crop, crop_face(load_rgb(jpeg), small.face, cfg)[0])
+
+
+class _LargeOnlyDetector:
+    """Finds its face only in images over 200 px a side (a small face lost in the small copy); records every look."""
+
+    def __init__(self, face):
+        self.face, self.seen = face, []
+
+    def detect(self, img_rgb):
+        self.seen.append(img_rgb.shape)
+        return [self.face] if max(img_rgb.shape[:2]) > 200 else []
+
+
+def test_a_photo_without_a_face_at_the_detect_side_gets_a_second_look_at_twice_the_side(tmp_path, tiny_data):
+    jpeg, cfg = _portrait_jpeg(tmp_path, tiny_data), PrepareCfg(detect_side=160, pad=0.0, margin=0.1)
+    det = _LargeOnlyDetector(Face((10.0, 10.0, 110.0, 150.0), 0.9, None))
+    out = process_image(jpeg, det, cfg)
+    # 160 px (the 1/2-scale decode shrunk) shows nothing; 320 px needs the full 384x512 decode, shrunk by 1.6
+    assert det.seen == [(160, 120, 3), (320, 240, 3)] and not out.fallback and out.faces == 1
+    np.testing.assert_allclose(out.face.box, (16, 16, 176, 240))
+    never = _FakeDetector([])
+    assert process_image(jpeg, never, cfg).fallback and never.seen == (320, 240, 3)  # looked twice, then the box
+
+
+def test_no_second_look_when_the_first_saw_every_pixel(tmp_path):
+    path = tmp_path / "small.png"
+    Image.fromarray(np.full((150, 150, 3), 128, np.uint8)).save(path)
+    det = _LargeOnlyDetector(Face((10.0, 10.0, 110.0, 140.0), 0.9, None))
+    out = process_image(path, det, PrepareCfg(detect_side=160, pad=0.0))
+    assert det.seen == [(150, 150, 3)] and out.fallback

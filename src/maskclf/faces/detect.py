@@ -290,6 +290,8 @@ def process_image(path: Path, detector: Detector | None, cfg: PrepareCfg) -> Fac
         if detector is not None:
             try:
                 faces = find_faces(detector, img, cfg.pad, cfg.min_confidence, max_side=cfg.detect_side)
+                if not faces:
+                    img, factor, faces = _second_look(path, img, factor, detector, cfg)
             except Exception as exc:
                 return FaceCrop(None, None, False, f"{path}: face detection failed ({type(exc).__name__}: {exc})")
         face = faces[0] if faces else None
@@ -302,6 +304,22 @@ def process_image(path: Path, detector: Detector | None, cfg: PrepareCfg) -> Fac
     full_face = None if face is None else face.moved(factor, 0.0)
     # Without a detector every image gets the fixed box by design; that is not a fallback.
     return FaceCrop(crop, full_face, fallback and detector is not None, None, None if faces is None else len(faces))
+
+
+SECOND_LOOK = 2  # a photo with no face at prepare.detect_side is searched again at this many times the side
+
+
+def _second_look(path: Path, img: np.ndarray, factor: float, detector: Detector,
+                 cfg: PrepareCfg) -> tuple[np.ndarray, float, list[Face]]:
+    """(image, factor, faces) after one more search at SECOND_LOOK x detect_side, on a larger decode when the
+    first was reduced; the first decode and no faces when the photo has no more pixels or still shows no face.
+    Small faces vanish in the small copy; a second look at the few photos without a face costs little."""
+    side = SECOND_LOOK * cfg.detect_side
+    if factor == 1.0 and max(img.shape[:2]) <= cfg.detect_side:
+        return img, factor, []  # the first search already saw every pixel
+    bigger, new_factor = (img, factor) if factor == 1.0 else read_rgb(path, cfg.max_pixels, side)
+    faces = find_faces(detector, bigger, cfg.pad, cfg.min_confidence, max_side=side)
+    return (bigger, new_factor, faces) if faces else (img, factor, [])
 
 
 def _decode_for_crop(path: Path, img: np.ndarray, face: Face | None, factor: float,
