@@ -38,6 +38,7 @@ from maskclf.models.heads import head_spec, make_targets  # noqa: E402
 from maskclf.models.network import build_model, modules_up_to  # noqa: E402
 from maskclf.training.losses import build_criterion  # noqa: E402
 from maskclf.training.optim import build_optimizer  # noqa: E402
+from maskclf.utils.runtime import memory_format  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 FROZEN_STAGE = "blocks.2"
@@ -57,9 +58,8 @@ def _split(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
             self.rest, self.model = rest, model
 
         def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-            b = self.model.backbone
-            pooled = b.forward_head(b.bn2(b.conv_head(self.rest(x))))
-            return self.model._heads(self.model.head_bn(pooled))
+            b = self.model.backbone  # the rest of forward_features, then MaskNet's own head path
+            return self.model.forward_map(b.bn2(b.conv_head(self.rest(x))))
 
     return lower, Upper()
 
@@ -72,7 +72,7 @@ class Lever:
         torch.manual_seed(0)
         spec = head_spec("multihead", "classes")
         self.model = build_model(ModelCfg(pretrained="", freeze=freeze), spec.heads).train()
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        fmt = memory_format(channels_last)
         self.model = self.model.to(memory_format=fmt)
         t = TrainCfg()
         self.criterion = build_criterion(spec.heads, t.loss, {}, ModelCfg().head_weights,

@@ -15,8 +15,9 @@ MEASURES = {"baseline_loader", "maskclf_loader", "maskclf_loader_base", "maskclf
             "maskclf_train", "baseline_train", "maskclf_predict"}
 
 
-def _speed_module():
-    spec = importlib.util.spec_from_file_location("bench_speed", SPEED)
+def _bench_module(path: Path = SPEED):
+    """A bench script imported as a module (bench/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
     spec.loader.exec_module(module)
@@ -62,7 +63,7 @@ def test_speed_quick_writes_results_and_keeps_other_sections(tmp_path, tiny_data
     assert "## Other benchmark\nkept\n" in md and "| maskclf batch predict" in md
     assert "| batch predict, ONNX Runtime" in md and "<!-- speed-inference:begin -->" in md
 
-    _speed_module().write_results(report, tmp_path)  # a second run replaces the section instead of adding one
+    _bench_module().write_results(report, tmp_path)  # a second run replaces the section instead of adding one
     again = (tmp_path / "RESULTS.md").read_text()
     assert again == md and again.count("<!-- speed:begin -->") == 1 and again.count("<!-- speed-inference:begin -->") == 1
 
@@ -75,7 +76,7 @@ def test_speed_refuses_too_few_images_before_any_work(tmp_path, tiny_data):
 
 
 def test_summarise_takes_medians_ratios_and_targets():
-    speed = _speed_module()
+    speed = _bench_module()
     rounds = {k: [10.0, 12.0, 11.0] for k in MEASURES}
     rounds.update(baseline_loader=[100.0, 90.0, 110.0], maskclf_loader=[2500.0, 2000.0, 2200.0],
                   compute_train=[50.0, 50.0, 50.0], maskclf_train=[46.0, 48.0, 40.0])
@@ -108,9 +109,7 @@ def test_the_cached_lever_runs_the_same_network_as_the_default_model():
     from maskclf.models.heads import head_spec
     from maskclf.models.network import build_model
 
-    spec = importlib.util.spec_from_file_location("bench_step_speed", STEP_SPEED)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _bench_module(STEP_SPEED)
     torch.manual_seed(0)
     model = build_model(ModelCfg(pretrained=""), head_spec("multihead", "classes").heads).eval()
     lower, upper = module._split(model)
